@@ -1,0 +1,333 @@
+"""What a policy sees: validated user context, per-artwork candidate features, embedding projection.
+
+Everything here is pure (no model state) so the HTTP server, the simulator and the offline
+log replay all build identical features from the same inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from artwork.records import Artwork, Tags
+
+__all__ = [
+    "TAG_KINDS",
+    "EMB_PREFIX",
+    "ContextError",
+    "UserContext",
+    "Candidate",
+    "EmbeddingProjection",
+    "taste_from_history",
+    "tag_features",
+    "candidate_from_artwork",
+    "candidates_from_artworks",
+]
+
+#: Tag kinds on `Tags`, mapped to the feature-key prefix used in taste profiles and candidates.
+TAG_KINDS: dict[str, str] = {"moods": "mood", "genres": "genre", "actors": "actor"}
+#: Candidate feature keys starting with this are embedding-projection components ("emb:0", ...).
+EMB_PREFIX = "emb:"
+
+
+class ContextError(ValueError):
+    """A user context or candidate field is malformed; the message names the field."""
+
+
+def _is_number(v: Any) -> bool:
+    # bool is an int subclass; a True affinity is almost certainly a caller bug, so reject it.
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_float_map(name: str, value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ContextError(f"{name} must be a dict of str -> finite number, got {type(value).__name__}")
+    out: dict[str, float] = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not k:
+            raise ContextError(f"{name} keys must be non-empty strings, got {k!r}")
+        if not _is_number(v) or not math.isfinite(float(v)):
+            raise ContextError(f"{name}[{k!r}] must be a finite number, got {v!r}")
+        out[k] = float(v)
+    return out
+
+
+def _check_opt_str(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ContextError(f"{name} must be a non-empty string or None, got {value!r}")
+    return value
+
+
+def _check_opt_int(name: str, value: Any, lo: int, hi: int | None) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ContextError(f"{name} must be an int {rng} or None, got {value!r}")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ContextError(f"{name} must be an int {rng} or None, got {value}")
+    return value
+
+
+@dataclass
+class UserContext:
+    """The shared (per-request) context: who is looking, where, when, and what they like.
+
+    `taste` keys are "genre:crime", "mood:dark", "actor:Jane Doe" with affinity values (typically
+    0..1). Every field but `user_id` may be left out: a cold-start user gets only the artwork
+    features, so the policy falls back to what works for everybody.
+    """
+
+    user_id: str
+    taste: dict[str, float] = field(default_factory=dict)
+    history: list[str] = field(default_factory=list)
+    device: str | None = None
+    hour: int | None = None
+    country: str | None = None
+    row: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.user_id, str) or not self.user_id:
+            raise ContextError(f"user_id must be a non-empty string, got {self.user_id!r}")
+        self.taste = _check_float_map("taste", self.taste)
+        if isinstance(self.history, (str, bytes)) or not isinstance(self.history, Sequence):
+            raise ContextError(f"history must be a list of title ids, got {type(self.history).__name__}")
+        for i, t in enumerate(self.history):
+            if not isinstance(t, str) or not t:
+                raise ContextError(f"history[{i}] must be a non-empty string title id, got {t!r}")
+        self.history = list(self.history)
+        self.device = _check_opt_str("device", self.device)
+        self.country = _check_opt_str("country", self.country)
+        self.hour = _check_opt_int("hour", self.hour, 0, 23)
+        self.row = _check_opt_int("row", self.row, 0, None)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UserContext:
+        """Build from a JSON-like dict, rejecting unknown keys (typos would otherwise be silently dropped)."""
+        if not isinstance(data, Mapping):
+            raise ContextError(f"context must be an object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ContextError(f"unknown context field(s) {unknown}; expected a subset of {sorted(known)}")
+        if "user_id" not in data:
+            raise ContextError("user_id is required")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of all fields (inverse of `from_dict`)."""
+        return asdict(self)
+
+    @property
+    def is_cold(self) -> bool:
+        """True when we know nothing about the user's taste."""
+        return not self.taste and not self.history
+
+
+@dataclass
+class Candidate:
+    """One artwork as a policy sees it: its id and a flat feature dict.
+
+    Feature keys: "mood:<label>", "genre:<label>", "actor:<name>" for tags and "emb:<i>" for
+    embedding-projection components. An empty dict is valid (the policy still knows the id).
+    """
+
+    artwork_id: str
+    features: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.artwork_id, str) or not self.artwork_id:
+            raise ContextError(f"artwork_id must be a non-empty string, got {self.artwork_id!r}")
+        self.features = _check_float_map(f"features of {self.artwork_id}", self.features)
+
+
+def tag_features(tags: Tags, top_k: int | None = 5, min_score: float = 0.01) -> dict[str, float]:
+    """Flatten an artwork's tags to "kind:label" -> score, keeping the top_k labels of each kind.
+
+    Actors: the names in `actors_present` when the tagger filled it (their similarity, or 1.0),
+    else the raw similarity scores. Low scores are dropped so examples stay small and fast.
+    """
+    out: dict[str, float] = {}
+    for kind, prefix in TAG_KINDS.items():
+        scores: dict[str, float] = dict(getattr(tags, kind) or {})
+        if kind == "actors" and tags.actors_present:
+            scores = {name: float(scores.get(name, 1.0)) for name in tags.actors_present}
+        items = [
+            (label, float(s))
+            for label, s in scores.items()
+            if label and _is_number(s) and math.isfinite(float(s)) and float(s) >= min_score
+        ]
+        items.sort(key=lambda kv: (-kv[1], kv[0]))
+        if top_k is not None:
+            items = items[:top_k]
+        for label, s in items:
+            out[f"{prefix}:{label}"] = s
+    return out
+
+
+def taste_from_history(
+    history: Iterable[str],
+    artworks_by_title: Mapping[str, Sequence[Artwork]],
+    top_k: int | None = 5,
+) -> dict[str, float]:
+    """Aggregate the tags of watched titles' artworks into a taste profile (unknown titles ignored).
+
+    Each title counts once however many artworks it has (tags are averaged over its artworks),
+    then titles are averaged, so values stay on the tag-score scale (0..1 for probabilities).
+    A title watched twice counts twice: rewatching is a signal.
+    """
+    totals: dict[str, float] = {}
+    n_titles = 0
+    for title_id in history:
+        arts = artworks_by_title.get(title_id)
+        if not arts:
+            continue
+        per_title: dict[str, float] = {}
+        for a in arts:
+            for k, v in tag_features(a.tags, top_k=top_k).items():
+                per_title[k] = per_title.get(k, 0.0) + v
+        n_titles += 1
+        for k, v in per_title.items():
+            totals[k] = totals.get(k, 0.0) + v / len(arts)
+    if n_titles == 0:
+        return {}
+    return {k: v / n_titles for k, v in sorted(totals.items())}
+
+
+class EmbeddingProjection:
+    """PCA of a catalog's CLIP embeddings to a few dimensions, so VW gets ~24 dense features not 512+.
+
+    Fitted per catalog with numpy SVD; stored alongside it via `to_dict()`/`from_dict()`.
+    Component signs are fixed (largest-magnitude loading positive) so refits are reproducible.
+    """
+
+    def __init__(self, encoder_id: str | None, mean: np.ndarray, components: np.ndarray) -> None:
+        self.encoder_id = encoder_id
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.components = np.asarray(components, dtype=np.float32).reshape(-1, self.mean.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Input embedding dimension."""
+        return int(self.mean.shape[0])
+
+    @property
+    def n_components(self) -> int:
+        """Output dimension (may be 0 for a one-artwork catalog)."""
+        return int(self.components.shape[0])
+
+    @classmethod
+    def fit(
+        cls,
+        embeddings: np.ndarray | Sequence[np.ndarray],
+        n_components: int = 24,
+        encoder_id: str | None = None,
+    ) -> EmbeddingProjection:
+        """Fit on an (n, d) array; keeps min(n_components, n - 1, d) components."""
+        if not 1 <= n_components <= 64:
+            raise ValueError(f"n_components must be 1..64, got {n_components}")
+        x = np.asarray(embeddings, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"embeddings must be a non-empty (n, d) array, got shape {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("embeddings contain NaN or inf")
+        mean = x.mean(axis=0)
+        # Centred data has rank <= n - 1, so components beyond that would be noise.
+        k = min(n_components, x.shape[0] - 1, x.shape[1])
+        if k <= 0:
+            return cls(encoder_id, mean, np.zeros((0, x.shape[1])))
+        _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+        vt = vt[:k]
+        keep = s[:k] > 1e-9 * max(float(s[0]), 1e-30)
+        vt = vt[keep]
+        signs = np.sign(vt[np.arange(vt.shape[0]), np.argmax(np.abs(vt), axis=1)])
+        signs[signs == 0] = 1.0
+        return cls(encoder_id, mean, vt * signs[:, None])
+
+    def transform(self, vec: np.ndarray) -> np.ndarray:
+        """Project one (d,) vector or an (n, d) batch; returns float32."""
+        v = np.asarray(vec, dtype=np.float32)
+        if v.shape[-1] != self.dim:
+            raise ValueError(f"embedding has dimension {v.shape[-1]}, projection expects {self.dim}")
+        return ((v - self.mean) @ self.components.T).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict; float32 values survive the float64 JSON round trip exactly."""
+        return {
+            "format": 1,
+            "encoder_id": self.encoder_id,
+            "dim": self.dim,
+            "n_components": self.n_components,
+            "mean": [float(v) for v in self.mean],
+            "components": [[float(v) for v in row] for row in self.components],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EmbeddingProjection:
+        """Inverse of `to_dict`."""
+        try:
+            dim = int(data["dim"])
+            mean = np.asarray(data["mean"], dtype=np.float32)
+            comps = np.asarray(data["components"], dtype=np.float32).reshape(-1, dim)
+            enc = data.get("encoder_id")
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"malformed EmbeddingProjection dict: {e}") from e
+        if mean.shape != (dim,) or comps.shape[0] != int(data.get("n_components", comps.shape[0])):
+            raise ValueError("malformed EmbeddingProjection dict: shapes do not match dim/n_components")
+        return cls(enc, mean, comps)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, EmbeddingProjection)
+            and self.encoder_id == other.encoder_id
+            and np.array_equal(self.mean, other.mean)
+            and np.array_equal(self.components, other.components)
+        )
+
+    def __repr__(self) -> str:
+        return f"EmbeddingProjection(encoder_id={self.encoder_id!r}, dim={self.dim}, n_components={self.n_components})"
+
+
+def candidate_from_artwork(
+    a: Artwork,
+    projection: EmbeddingProjection | None = None,
+    top_k: int | None = 5,
+    decimals: int = 4,
+) -> Candidate:
+    """Features of one artwork: its top tag scores plus its projected embedding (when compatible).
+
+    The embedding is skipped, not an error, when missing or from another encoder / dimension:
+    a fresh upload that has not been embedded yet must still be servable.
+    """
+    feats = tag_features(a.tags, top_k=top_k)
+    emb = a.embedding
+    if (
+        projection is not None
+        and projection.n_components > 0
+        and emb is not None
+        and (projection.encoder_id is None or a.encoder_id is None or a.encoder_id == projection.encoder_id)
+        and np.asarray(emb).shape == (projection.dim,)
+    ):
+        z = projection.transform(emb)
+        if np.all(np.isfinite(z)):
+            # Rounding keeps example text short and makes features stable across float noise.
+            for i, v in enumerate(z.tolist()):
+                feats[f"{EMB_PREFIX}{i}"] = round(v, decimals)
+    return Candidate(a.artwork_id, feats)
+
+
+def candidates_from_artworks(
+    artworks: Iterable[Artwork],
+    projection: EmbeddingProjection | None = None,
+    include_disabled: bool = False,
+) -> list[Candidate]:
+    """Candidates for a title's artworks, skipping disabled ones unless asked."""
+    return [candidate_from_artwork(a, projection) for a in artworks if include_disabled or not a.disabled]
