@@ -397,10 +397,15 @@ class Simulator:
 
     def sample_visit(self, rng: np.random.Generator) -> tuple[UserContext, str]:
         """Draw one visit: a user in context and the title whose artwork must be chosen."""
-        v = self._draw_visits(rng, 1)
-        u = int(v["user"][0])
-        user = self._context(u, int(v["device"][0]), int(v["hour"][0]), int(v["row"][0]))
-        return user, self.title_ids[int(v["title"][0])]
+        return self.sample_visits(rng, 1)[0]
+
+    def sample_visits(self, rng: np.random.Generator, n: int) -> list[tuple[UserContext, str]]:
+        """Draw ``n`` visits at once (same distribution as ``sample_visit``, much faster)."""
+        v = self._draw_visits(rng, n)
+        return [
+            (self._context(int(u), int(d), int(h), int(r)), self.title_ids[int(t)])
+            for u, t, d, h, r in zip(v["user"], v["title"], v["device"], v["hour"], v["row"])
+        ]
 
     def eval_visits(self) -> list[Visit]:
         """The fixed seeded visit sample that exact policy values average over."""
@@ -452,7 +457,19 @@ class Simulator:
 
     def click_probabilities(self, user: UserContext, title_id: str) -> dict[str, float]:
         """True click probability of every candidate of ``title_id`` for ``user``."""
-        return {c.artwork_id: self.click_probability(user, title_id, c.artwork_id) for c in self.titles[title_id]}
+        try:
+            u = self._user_index[user.user_id]
+        except KeyError:
+            raise KeyError(f"user {user.user_id!r} is not part of this simulated audience") from None
+        start, stop = self._title_slices[title_id]
+        arts = np.arange(start, stop)
+        n = arts.size
+        dev = DEVICES.index(user.device) if user.device in DEVICES else 0
+        hour = user.hour if user.hour is not None else 20
+        rest, personal = self._logit_parts(np.full(n, u), self._art_title[arts], arts, np.full(n, dev),
+                                           np.full(n, hour))
+        p = sigmoid(self.base + rest + self.gain * personal)
+        return {self._art_ids[a]: float(x) for a, x in zip(arts, p)}
 
     def click(self, rng: np.random.Generator, user: UserContext, title_id: str, artwork_id: str) -> float:
         """Draw a click (1.0) or no click (0.0) from the true click probability."""
