@@ -1,0 +1,595 @@
+"""Mine candidate artwork frames from a title's video.
+
+What is sampled (decoding every frame of a two-hour film would take longer than the film):
+
+* The file is demuxed once from start to end, but only **keyframes** are decoded: packets the
+  container flags as keyframes (I/IDR frames) are sent to the decoder alone; every other
+  packet is skipped without decoding. A keyframe decodes without any other frame, and common
+  encoders place one at most every ~2–10 s *and* at every scene cut (x264/x265 scene-cut
+  detection), so keyframes see every shot at a small fraction of the cost. Keyframe frame
+  times are exact presentation timestamps.
+* **Thinning:** a keyframe less than `min_interval` (0.5 s) after the last decoded one is
+  skipped, unless the next keyframe is more than 2 x `min_interval` after the last decoded
+  one (so an all-intra file, e.g. MJPEG, is sampled about twice a second instead of fully
+  decoded, while a keyframe at a cut right after a flash frame is kept).
+* **Long-GOP fallback:** when no keyframe arrives for more than `max_keyframe_gap` (15 s) of
+  video, that group of pictures is decoded in full from its keyframe until the next keyframe
+  and one frame every `dense_interval` (1 s) is analysed, so a file with rare keyframes is
+  still covered, at the cost of decoding those stretches.
+* Each sampled frame is converted once to an RGB analysis copy `analysis_width` (320) pixels
+  wide (area-averaged); shot detection, quality measures and embeddings use that copy. The
+  frames finally chosen are decoded again at full resolution by seeking to their timestamps.
+
+Shots: a new shot starts where the colour histogram (8x8x8 RGB bins) of a sampled frame
+differs from the previous sample's by a total-variation distance of at least `cut_threshold`.
+So shot boundaries are located to within the spacing of the samples around them.
+
+Selection: per sample, `artwork.quality.measure` (on the picture inside letterbox bars);
+samples that are black, fading, mostly text, too dark/bright/flat or too soft (absolute
+Laplacian-variance floor, and a floor relative to the video's median) are dropped; each shot
+keeps its highest-scoring frame; the best `pool_size` shots are embedded; near-duplicates
+(cosine similarity >= `duplicate_similarity`, e.g. a shot the film returns to) keep only the
+better frame; and maximal marginal relevance picks the final `max_candidates` for quality and
+diversity. Nothing is returned until the whole file has been read without error, so a caller
+that stores the result stores all of it or nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import av
+import numpy as np
+from PIL import Image
+
+from artwork import quality as Q
+
+EmbedFn = Callable[[list[Image.Image]], np.ndarray]
+
+
+class FramesError(ValueError):
+    """The file cannot be mined for frames; the message names the file and what is wrong."""
+
+
+@dataclass
+class FrameConfig:
+    """Sampling, shot detection, quality thresholds and selection settings for `mine_frames`."""
+
+    # sampling (see the module docstring)
+    min_interval: float = 0.5
+    max_keyframe_gap: float = 15.0
+    dense_interval: float = 1.0
+    analysis_width: int = 320
+    # shots
+    cut_threshold: float = 0.35
+    # quality thresholds (sharpness is measured on the analysis copy)
+    min_sharpness: float = 25.0
+    min_relative_sharpness: float = 0.1
+    min_brightness: float = 0.06
+    max_brightness: float = 0.94
+    min_contrast: float = 0.04
+    drop_text: bool = True
+    drop_fade: bool = True
+    # selection
+    pool_size: int = 96
+    duplicate_similarity: float = 0.92
+    mmr_lambda: float = 0.7
+    # bad input: fraction of decoded packets allowed to fail before the file counts as corrupt
+    max_error_fraction: float = 0.05
+
+
+@dataclass
+class FrameCandidate:
+    """One chosen frame: the full-resolution picture (letterbox bars cropped) and where it came from."""
+
+    image: Image.Image
+    timestamp: float  # seconds from the start of the video stream
+    shot_index: int
+    quality: dict[str, float | bool]
+    embedding: np.ndarray | None  # of the analysis copy, by the `embed` function used
+    video: str = ""
+    crop: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) in source pixels
+
+    @property
+    def source(self) -> str:
+        """Catalog source string, "video:<file name>@<seconds>"."""
+        return f"video:{Path(self.video).name}@{self.timestamp:.3f}"
+
+    @property
+    def meta(self) -> dict:
+        """JSON-ready metadata to store with the candidate."""
+        return {
+            "video": str(self.video),
+            "timestamp": round(self.timestamp, 3),
+            "shot_index": self.shot_index,
+            "crop": list(self.crop) if self.crop else None,
+            "quality": {k: (bool(v) if isinstance(v, (bool, np.bool_)) else round(float(v), 4))
+                        for k, v in self.quality.items()},
+        }
+
+
+@dataclass
+class VideoScan:
+    """What one pass over a video saw: sample times and shot boundaries (seconds)."""
+
+    path: str
+    duration: float
+    sample_times: list[float]
+    boundaries: list[float]  # time of the first sample of each shot after the first
+    frames_decoded: int
+    packets: int
+    keyframes: int
+    dense_seconds: float = 0.0  # video time decoded in full by the long-GOP fallback
+
+
+@dataclass
+class _Sample:
+    pts: int
+    time: float
+    rgb: np.ndarray  # analysis copy
+    shot: int = 0
+    quality: dict[str, float | bool] = field(default_factory=dict)
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # letterbox (top, bottom, left, right) in analysis pixels
+
+
+# ---------------------------------------------------------------------------------------------
+# opening and validating
+
+
+def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    p = Path(path)
+    name = p.name
+    if not p.exists():
+        raise FramesError(f"{name}: file not found")
+    if not p.is_file():
+        raise FramesError(f"{name}: not a regular file")
+    if p.stat().st_size == 0:
+        raise FramesError(f"{name}: empty file (zero length), not a video")
+    try:
+        container = av.open(str(p), "r")
+    except av.error.EOFError as e:
+        raise FramesError(f"{name}: ends before any video data (zero-length or truncated video)") from e
+    except av.error.FFmpegError as e:
+        with open(p, "rb") as fh:
+            head = fh.read(12)
+        if head[4:8] == b"ftyp":
+            # MP4/MOV whose index ("moov" box, often written last) is missing: a cut-off download.
+            raise FramesError(f"{name}: truncated or damaged MP4/MOV file, its index cannot be read ({_why(e)})") from e
+        raise FramesError(f"{name}: not a video file FFmpeg can read ({_why(e)})") from e
+    try:
+        fmt = container.format.name
+        # Still images open as one-frame "videos" through FFmpeg's image demuxers.
+        if fmt.endswith("_pipe") or fmt == "image2":
+            raise FramesError(f"{name}: a still image ({fmt}), not a video")
+        if fmt == "tty":  # FFmpeg's last-resort demuxer renders any text file as "ANSI art" video
+            raise FramesError(f"{name}: not a video (looks like a text file)")
+        streams = [s for s in container.streams.video if not _is_cover_art(s)]
+        if not streams:
+            kinds = sorted({s.type for s in container.streams})
+            what = "audio only" if kinds == ["audio"] else ("no streams" if not kinds else "streams: " + ", ".join(kinds))
+            raise FramesError(f"{name}: no video stream ({what})")
+        stream = streams[0]
+        cc = stream.codec_context
+        if cc is None or cc.name in ("none", ""):
+            raise FramesError(f"{name}: unsupported video codec ({_codec_tag(stream)})")
+    except FramesError:
+        container.close()
+        raise
+    except (av.error.FFmpegError, ValueError) as e:  # Codec() raises for unknown decoders
+        container.close()
+        raise FramesError(f"{name}: unsupported video codec ({_codec_tag(stream)}; {_why(e)})") from e
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
+def _is_cover_art(stream: av.stream.Stream) -> bool:
+    try:
+        return bool(stream.disposition & av.stream.Disposition.attached_pic)
+    except (AttributeError, TypeError):
+        return False
+
+
+def _codec_tag(stream: av.stream.Stream) -> str:
+    try:
+        tag = stream.codec_context.codec_tag if stream.codec_context else ""
+    except Exception:  # noqa: BLE001 - only used to word an error message
+        tag = ""
+    return f"codec tag {tag!r}" if tag else "unknown codec"
+
+
+def _why(e: BaseException) -> str:
+    msg = getattr(e, "strerror", None) or str(e)
+    return str(msg).split(": '")[0].strip()
+
+
+def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / 1_000_000
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling
+
+
+class _Sampler:
+    """Yields the decoded frames to analyse, following the policy in the module docstring."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        container: av.container.InputContainer,
+        stream: av.video.stream.VideoStream,
+        config: FrameConfig,
+        every_frame: bool = False,
+        on_time: Callable[[float], None] | None = None,
+    ) -> None:
+        self.name = Path(path).name
+        self.container, self.stream, self.config = container, stream, config
+        self.every_frame = every_frame
+        self.on_time = on_time
+        self.tb = stream.time_base or Fraction(1, 1)
+        self.start = stream.start_time or 0
+        self.packets = self.keyframes = self.sent = self.errors = self.frames = 0
+        self.last_packet_time = 0.0
+        self.dense_seconds = 0.0
+        self._wanted: set[int] = set()
+        self._last_sent = -math.inf
+        self._last_yield = -math.inf
+
+    def time_of(self, ts: int | None) -> float | None:
+        return None if ts is None else float((ts - self.start) * self.tb)
+
+    def _send(self, packet: av.Packet | None) -> list[av.VideoFrame]:
+        if packet is not None:
+            self.sent += 1
+        try:
+            return self.stream.codec_context.decode(packet)
+        except av.error.EOFError:
+            return []
+        except av.error.FFmpegError as e:
+            # A few damaged packets are survivable (the next keyframe resynchronises); many
+            # mean the file is corrupt, and then nothing from it should be trusted.
+            self.errors += 1
+            if self.errors > max(3, self.config.max_error_fraction * self.sent):
+                raise FramesError(f"{self.name}: corrupt video data, {self.errors} packets failed to decode ({_why(e)})") from e
+            return []
+
+    def _out(self, frames: list[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        for f in frames:
+            self.frames += 1
+            t = self.time_of(f.pts)
+            if t is None:
+                continue
+            if self.every_frame or f.pts in self._wanted or t - self._last_yield >= self.config.dense_interval - 1e-6:
+                self._wanted.discard(f.pts)
+                self._last_yield = t
+                yield f
+
+    def _resolve(self, key: av.Packet, next_time: float) -> Iterator[av.VideoFrame]:
+        """Decide on a pending keyframe once the time of the next one is known."""
+        kt = self.time_of(key.pts if key.pts is not None else key.dts) or 0.0
+        gap = self.config.min_interval
+        if kt - self._last_sent < gap and next_time - self._last_sent <= 2 * gap:
+            return
+        self._last_sent = kt
+        if key.pts is not None:
+            self._wanted.add(key.pts)
+        yield from self._out(self._send(key))
+
+    def __iter__(self) -> Iterator[av.VideoFrame]:
+        cfg = self.config
+        pending: list[av.Packet] = []  # a keyframe and the packets after it, not yet decoded
+        dense = False
+        dense_from = 0.0
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.size == 0:  # the demuxer's end-of-stream marker
+                    continue
+                self.packets += 1
+                ts = packet.pts if packet.pts is not None else packet.dts
+                t = self.time_of(ts)
+                if t is not None:
+                    self.last_packet_time = max(self.last_packet_time, t)
+                    if self.on_time:
+                        self.on_time(t)
+                if self.every_frame:
+                    yield from self._out(self._send(packet))
+                    continue
+                if packet.is_keyframe:
+                    self.keyframes += 1
+                    if dense:
+                        dense = False
+                        self.dense_seconds += (t if t is not None else self.last_packet_time) - dense_from
+                    elif pending:
+                        yield from self._resolve(pending[0], t if t is not None else self.last_packet_time)
+                    pending = [packet]
+                    continue
+                if dense:
+                    yield from self._out(self._send(packet))
+                    continue
+                if not pending:
+                    continue  # before the first keyframe: cannot be decoded on its own
+                pending.append(packet)
+                kt = self.time_of(pending[0].pts if pending[0].pts is not None else pending[0].dts)
+                if t is not None and kt is not None and t - kt > cfg.max_keyframe_gap:
+                    # A long GOP: decode it from its keyframe so the stretch is not skipped.
+                    dense, dense_from = True, kt
+                    self._last_sent = kt
+                    for p in pending:
+                        yield from self._out(self._send(p))
+                    pending = []
+            if pending:
+                yield from self._resolve(pending[0], math.inf)
+            if dense:
+                self.dense_seconds += self.last_packet_time - dense_from
+            yield from self._out(self._send(None))
+        except FramesError:
+            raise
+        except av.error.FFmpegError as e:
+            raise FramesError(f"{self.name}: truncated or corrupt after {self.last_packet_time:.1f}s ({_why(e)})") from e
+
+
+def _analysis_copy(frame: av.VideoFrame, width: int) -> np.ndarray:
+    w = min(width, frame.width)
+    h = max(2, int(round(frame.height * w / frame.width / 2)) * 2)
+    return frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="AREA")
+
+
+def colour_histogram(rgb: np.ndarray, bins: int = 8) -> np.ndarray:
+    """Normalised joint RGB histogram (bins^3 entries summing to 1), for shot detection."""
+    q = (rgb.reshape(-1, 3) // (256 // bins)).astype(np.int64)
+    idx = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
+    hist = np.bincount(idx, minlength=bins**3).astype(np.float64)
+    return hist / hist.sum()
+
+
+def _check_complete(sampler: _Sampler, declared: float | None) -> None:
+    name = sampler.name
+    if sampler.frames == 0:
+        raise FramesError(f"{name}: no decodable video frames (zero-length or damaged video)")
+    # A cut-off file still opens when its index is at the front (or is rebuilt from the
+    # stream), but the packets stop early; the declared duration gives it away.
+    if declared and declared > 1.0 and sampler.last_packet_time < 0.9 * declared - 0.5:
+        raise FramesError(
+            f"{name}: truncated: video data ends at {sampler.last_packet_time:.1f}s "
+            f"of a declared {declared:.1f}s"
+        )
+
+
+def _progress_bar(total: float | None, name: str):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("[bold]frames[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f}s of video"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+    task = progress.add_task(name, total=total)
+    return progress, task
+
+
+def scan_video(path: str | Path, config: FrameConfig | None = None, every_frame: bool = False) -> VideoScan:
+    """Shot boundaries as the sampler sees them (every_frame=True: decoding every frame instead).
+
+    Used by the benchmark to check that sampling finds the same shots as a full decode.
+    """
+    config = config or FrameConfig()
+    container, stream = _open(path)
+    try:
+        declared = _duration(container, stream)
+        sampler = _Sampler(path, container, stream, config, every_frame=every_frame)
+        times: list[float] = []
+        boundaries: list[float] = []
+        prev = None
+        for frame in sampler:
+            t = sampler.time_of(frame.pts)
+            hist = colour_histogram(_analysis_copy(frame, config.analysis_width))
+            if prev is not None and 0.5 * np.abs(hist - prev).sum() >= config.cut_threshold:
+                boundaries.append(t)
+            prev = hist
+            times.append(t)
+        _check_complete(sampler, declared)
+    finally:
+        container.close()
+    return VideoScan(str(path), declared or sampler.last_packet_time, times, boundaries, sampler.frames,
+                     sampler.packets, sampler.keyframes, sampler.dense_seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# selection
+
+
+def colour_layout_embedding(images: Sequence[Image.Image]) -> np.ndarray:
+    """A cheap stand-in for CLIP: each image as a 12x8 colour thumbnail, centred and L2-normalised.
+
+    Good enough to spot near-duplicate frames (the same shot seen twice) and to spread a
+    selection over different-looking shots; pass a real encoder's `embed_images` for semantics.
+    """
+    rows = []
+    for im in images:
+        a = np.asarray(im.convert("RGB").resize((12, 8), Image.BOX), np.float32) / 255.0 - 0.5
+        v = a.ravel()
+        rows.append(v / max(1e-8, float(np.linalg.norm(v))))
+    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 288), np.float32)
+
+
+def _passes(q: dict[str, float | bool], cfg: FrameConfig) -> bool:
+    if q["black"] or (cfg.drop_fade and q["fade"]) or (cfg.drop_text and q["text"]):
+        return False
+    return (
+        cfg.min_brightness <= float(q["brightness"]) <= cfg.max_brightness
+        and float(q["contrast"]) >= cfg.min_contrast
+        and float(q["sharpness"]) >= cfg.min_sharpness
+    )
+
+
+def drop_near_duplicates(embeddings: np.ndarray, order: Sequence[int], threshold: float) -> list[int]:
+    """Walk `order` (best first) and keep an item unless it is >= threshold cosine-similar to a kept one."""
+    kept: list[int] = []
+    for i in order:
+        if kept and float(np.max(embeddings[kept] @ embeddings[i])) >= threshold:
+            continue
+        kept.append(i)
+    return kept
+
+
+def mmr_select(relevance: np.ndarray, embeddings: np.ndarray, k: int, lam: float = 0.7) -> list[int]:
+    """Maximal marginal relevance: greedily pick argmax lam*rel - (1-lam)*max sim to those picked."""
+    chosen: list[int] = []
+    left = list(range(len(relevance)))
+    while left and len(chosen) < k:
+        if chosen:
+            sim = (embeddings[left] @ embeddings[chosen].T).max(axis=1)
+        else:
+            sim = np.zeros(len(left))
+        gain = lam * relevance[left] - (1.0 - lam) * sim
+        best = left[int(np.argmax(gain))]
+        chosen.append(best)
+        left.remove(best)
+    return chosen
+
+
+def _embed(embed: EmbedFn, images: list[Image.Image], name: str) -> np.ndarray:
+    emb = np.asarray(embed(images), dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != len(images):
+        raise ValueError(f"embed returned shape {emb.shape} for {len(images)} images")
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    return emb / np.maximum(norms, 1e-8)
+
+
+def _read_full(path: str | Path, picks: list[_Sample]) -> dict[int, av.VideoFrame]:
+    """Decode the chosen frames again at full resolution by seeking to each one."""
+    container, stream = _open(path)
+    out: dict[int, av.VideoFrame] = {}
+    name = Path(path).name
+    try:
+        for s in sorted(picks, key=lambda s: s.pts):
+            container.seek(s.pts, stream=stream, backward=True, any_frame=False)
+            got = None
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                if frame.pts >= s.pts:
+                    got = frame
+                    break
+            if got is None:
+                raise FramesError(f"{name}: could not read back the frame at {s.time:.3f}s")
+            out[s.pts] = got
+    except av.error.FFmpegError as e:
+        raise FramesError(f"{name}: failed to re-read chosen frames ({_why(e)})") from e
+    finally:
+        container.close()
+    return out
+
+
+def mine_frames(
+    video_path: str | Path,
+    max_candidates: int = 12,
+    config: FrameConfig | None = None,
+    embed: EmbedFn | None = None,
+    progress: bool = True,
+) -> list[FrameCandidate]:
+    """Choose up to `max_candidates` artwork frames from a video, best first.
+
+    video_path: any file FFmpeg (PyAV) can demux with a decodable video stream.
+    embed: images -> (n, d) embeddings (e.g. `load_encoder("tiny").embed_images`); None uses
+        `colour_layout_embedding`. Used for near-duplicate removal and the diversity term.
+    progress: show a rich progress bar over the video's duration.
+
+    Raises FramesError (a ValueError) naming the file and the problem for missing, empty,
+    non-video, audio-only, truncated, corrupt or undecodable files; it returns only after the
+    whole file was read, so on error there is nothing to store.
+    """
+    cfg = config or FrameConfig()
+    embed = embed or colour_layout_embedding
+    if max_candidates < 1:
+        raise ValueError("max_candidates must be at least 1")
+    name = Path(video_path).name
+    container, stream = _open(video_path)
+    declared = _duration(container, stream)
+    bar = task = None
+    if progress:
+        bar, task = _progress_bar(declared, name)
+        bar.start()
+    try:
+        sampler = _Sampler(
+            video_path, container, stream, cfg,
+            on_time=(lambda t: bar.update(task, completed=t)) if bar is not None else None,
+        )
+        # Per shot keep only its best usable sample; across shots keep the best pool_size in a
+        # min-heap, so memory stays bounded for a feature film.
+        pool: list[tuple[float, int, _Sample]] = []
+        best_in_shot: _Sample | None = None
+        sharpness_seen: list[float] = []
+        shot, prev_hist, n = 0, None, 0
+
+        def close_shot() -> None:
+            if best_in_shot is not None:
+                item = (float(best_in_shot.quality["score"]), best_in_shot.pts, best_in_shot)
+                (heapq.heappush if len(pool) < cfg.pool_size else heapq.heappushpop)(pool, item)
+
+        for frame in sampler:
+            n += 1
+            rgb = _analysis_copy(frame, cfg.analysis_width)
+            hist = colour_histogram(rgb)
+            if prev_hist is not None and 0.5 * np.abs(hist - prev_hist).sum() >= cfg.cut_threshold:
+                close_shot()
+                best_in_shot = None
+                shot += 1
+            prev_hist = hist
+            box = Q.letterbox_box(rgb)
+            q = Q.measure(rgb)
+            if not q["black"] and not q["fade"]:
+                sharpness_seen.append(float(q["sharpness"]))
+            if not _passes(q, cfg):
+                continue
+            if best_in_shot is None or q["score"] > best_in_shot.quality["score"]:
+                best_in_shot = _Sample(frame.pts, sampler.time_of(frame.pts), rgb, shot, q, box)
+        close_shot()
+        _check_complete(sampler, declared)
+        if bar is not None:
+            bar.update(task, completed=declared or sampler.last_packet_time)
+    finally:
+        if bar is not None:
+            bar.stop()
+        container.close()
+
+    # Relative floor: a frame far softer than this video's typical frame is blurred, whatever
+    # the absolute number says (sharpness scale depends on content and grain).
+    floor = cfg.min_relative_sharpness * float(np.median(sharpness_seen)) if sharpness_seen else 0.0
+    samples = [s for _, _, s in sorted(pool, key=lambda it: (-it[0], it[1])) if float(s.quality["sharpness"]) >= floor]
+    if not samples:
+        return []
+    images = [Image.fromarray(np.ascontiguousarray(s.rgb[s.box[0]:s.box[1], s.box[2]:s.box[3]])) for s in samples]
+    emb = _embed(embed, images, name)
+    kept = drop_near_duplicates(emb, range(len(samples)), cfg.duplicate_similarity)
+    rel = np.array([float(samples[i].quality["score"]) for i in kept])
+    order = [kept[j] for j in mmr_select(rel, emb[kept], max_candidates, cfg.mmr_lambda)]
+    picks = [samples[i] for i in order]
+    full = _read_full(video_path, picks)
+
+    out: list[FrameCandidate] = []
+    for i, s in zip(order, picks):
+        frame = full[s.pts]
+        h, w = s.rgb.shape[:2]
+        top, bottom, left, right = s.box
+        sx, sy = frame.width / w, frame.height / h
+        crop = (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
+        image = frame.to_image()
+        cropped = crop != (0, 0, frame.width, frame.height)
+        if cropped:
+            image = image.crop(crop)
+        out.append(FrameCandidate(image, s.time, s.shot, dict(s.quality), emb[i], str(video_path),
+                                  crop if cropped else None))
+    return out

@@ -1,0 +1,202 @@
+"""Synthetic test videos written with PyAV, with a known shot list.
+
+Each shot has its own seeded texture (blocky noise tinted with the shot's colour, plus a few
+filled shapes) that pans slowly, so shots are easy to tell apart and frames within a shot are
+similar but not identical. Special kinds: "black" (near-black frames), "blur" (the shot's
+texture, Gaussian-blurred), "halfblur" (sharp first half, blurred second half: a focus pull
+inside one shot) and "text" (white credits on black). Reusing a shot's `seed` and `colour`
+repeats that shot later in the video.
+
+Used by tests/test_frames.py, scripts/bench_frames.py and scripts/make_sample_video.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (40, 70, 230),
+    "yellow": (230, 210, 40),
+    "magenta": (210, 40, 200),
+    "cyan": (40, 210, 220),
+    "orange": (240, 130, 20),
+    "white": (225, 225, 225),
+    "purple": (120, 40, 200),
+    "teal": (20, 130, 120),
+}
+
+
+@dataclass(frozen=True)
+class ShotSpec:
+    """One shot to write: `seconds` long, with content `kind` in colour `colour` from `seed`."""
+
+    label: str
+    seconds: float
+    colour: str = "white"
+    seed: int = 0
+    kind: str = "texture"  # texture | black | blur | halfblur | text
+
+
+@dataclass(frozen=True)
+class Shot:
+    """A written shot: where it landed in the video (seconds, [start, end))."""
+
+    label: str
+    start: float
+    end: float
+    colour: str
+    kind: str
+    first_frame: int
+
+
+def texture(width: int, height: int, colour: tuple[int, int, int], seed: int, margin: int = 64) -> np.ndarray:
+    """A seeded tinted texture `margin` pixels wider than the frame, to pan across."""
+    rng = np.random.default_rng(seed)
+    w = width + margin
+    block = max(2, width // 40)
+    noise = rng.random((height // block + 1, w // block + 1)).repeat(block, 0).repeat(block, 1)[:height, :w]
+    base = np.asarray(colour, np.float32) * (0.45 + 0.55 * noise[..., None])
+    img = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(5):
+        x0, y0 = int(rng.integers(0, w - width // 5)), int(rng.integers(0, height - height // 5))
+        x1, y1 = x0 + int(rng.integers(width // 12, width // 4)), y0 + int(rng.integers(height // 12, height // 3))
+        shade = tuple(int(c * s) for c, s in zip(colour, rng.uniform(0.2, 1.0, 3)))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x1, y1], fill=shade)
+    return np.asarray(img)
+
+
+def text_card(width: int, height: int) -> np.ndarray:
+    """White credits text on black."""
+    img = Image.new("RGB", (width, height), (0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    size = max(8, height // 12)
+    font = ImageFont.load_default(size=size)
+    for i, line in enumerate(["DIRECTED BY", "Jane Q. Example", "MUSIC BY", "A. N. Other", "Produced by Somebody"]):
+        draw.text((width // 10, height // 10 + int(i * size * 1.5)), line, font=font, fill=(255, 255, 255))
+    return np.asarray(img)
+
+
+def pick_codec() -> str:
+    """libx264 when this PyAV build has it (pip wheels do), else FFmpeg's own MPEG-4 Part 2."""
+    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+
+
+def write_video(
+    path: str | Path,
+    shots: list[ShotSpec],
+    size: tuple[int, int] = (192, 108),
+    fps: int = 25,
+    gop: int | None = None,
+    scenecut: bool = True,
+    preset: str = "superfast",
+    codec: str | None = None,
+    pan: int = 1,
+) -> list[Shot]:
+    """Encode `shots` back to back into `path`; returns where each shot landed.
+
+    gop: maximum frames between keyframes (None: the encoder default, 250 for x264).
+    scenecut: let the encoder put keyframes at cuts (x264 does by default; many streaming
+    encodes turn it off for fixed-length segments).
+    pan: pixels the texture moves per frame, so consecutive frames differ.
+    """
+    width, height = size
+    codec = codec or pick_codec()
+    options: dict[str, str] = {}
+    if codec == "libx264":
+        options["preset"] = preset
+        params = [] if scenecut else ["scenecut=0"]
+        if gop is not None:
+            params.append(f"keyint={gop}")
+        if params:
+            options["x264-params"] = ":".join(params)
+    written: list[Shot] = []
+    frame_no = 0
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps, options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if codec != "libx264" and gop is not None:
+            stream.codec_context.gop_size = gop
+        for spec in shots:
+            n = max(1, round(spec.seconds * fps))
+            colour = PALETTE[spec.colour]
+            tex = texture(width, height, colour, spec.seed)
+            blurred = None
+            if spec.kind in ("blur", "halfblur"):
+                blurred = np.asarray(Image.fromarray(tex).filter(ImageFilter.GaussianBlur(radius=max(2.0, width / 60))))
+            card = text_card(width, height) if spec.kind == "text" else None
+            written.append(Shot(spec.label, frame_no / fps, (frame_no + n) / fps, spec.colour, spec.kind, frame_no))
+            for i in range(n):
+                if spec.kind == "black":
+                    rgb = np.full((height, width, 3), 4, np.uint8)
+                elif spec.kind == "text":
+                    rgb = card
+                else:
+                    src = blurred if spec.kind == "blur" or (spec.kind == "halfblur" and i >= n // 2) else tex
+                    off = (i * pan) % (src.shape[1] - width)
+                    rgb = np.ascontiguousarray(src[:, off : off + width])
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts = frame_no
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+                frame_no += 1
+        for packet in stream.encode():
+            container.mux(packet)
+    return written
+
+
+def shot_at(shots: list[Shot], t: float) -> Shot:
+    """The shot showing at time t (seconds)."""
+    for s in shots:
+        if s.start <= t < s.end:
+            return s
+    raise ValueError(f"no shot at {t:.3f}s")
+
+
+def nearest_colour(rgb: np.ndarray) -> str:
+    """The PALETTE colour a (textured, tinted) frame was made from, by its mean chroma."""
+    mean = rgb.reshape(-1, 3).astype(np.float64).mean(0)
+    mean = mean / max(1e-6, mean.max())
+
+    def dist(name: str) -> float:
+        c = np.asarray(PALETTE[name], np.float64)
+        return float(np.abs(mean - c / c.max()).sum())
+
+    return min(PALETTE, key=dist)
+
+
+def write_audio_only(path: str | Path, seconds: float = 1.0) -> None:
+    """A short sine tone in an audio-only container (format from the suffix, e.g. .m4a/.wav)."""
+    rate = 16000
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le" if str(path).endswith(".wav") else "aac", rate=rate)
+        t = np.arange(int(seconds * rate)) / rate
+        samples = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+        fmt = "s16" if str(path).endswith(".wav") else None
+        for start in range(0, len(samples), 1024):
+            chunk = samples[start : start + 1024]
+            if fmt:
+                frame = av.AudioFrame.from_ndarray(chunk[None, :], format="s16", layout="mono")
+            else:
+                frame = av.AudioFrame.from_ndarray(chunk.astype(np.float32)[None, :] / 32768, format="fltp", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_empty_video(path: str | Path, size: tuple[int, int] = (64, 48)) -> None:
+    """A valid container with a video stream and not a single frame."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(pick_codec(), rate=25)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        container.start_encoding()  # write the header although no frame follows
