@@ -254,17 +254,19 @@ def format_curves_table(
 class RewardModel:
     """Ridge-regularised logistic regression q(x, a) of the click probability.
 
-    Features: a per-artwork intercept, taste x artwork features, device x artwork features and
-    a late-night flag x artwork features: the shape of the interactions a personalised policy
-    exploits, so the direct method is not biased against personalisation by construction.
+    Features: a per-title intercept, artwork features, and taste / device / late-night flag
+    x artwork features: the shape of the interactions a personalised policy exploits, so the
+    direct method is not biased against personalisation by construction.  Artworks differ only
+    through their features (no per-artwork intercept): far fewer free parameters, so the model's
+    own estimation noise, which no row bootstrap sees, stays small.
     """
 
-    def __init__(self, taste_keys: Sequence[str], art_keys: Sequence[str], artwork_ids: Sequence[str],
+    def __init__(self, taste_keys: Sequence[str], art_keys: Sequence[str], title_ids: Sequence[str],
                  devices: Sequence[str], l2: float = 1.0) -> None:
         self.taste_keys = list(taste_keys)
         self.art_keys = list(art_keys)
         self.devices = list(devices)
-        self._art_index = {a: i for i, a in enumerate(artwork_ids)}
+        self._title_index = {t: i for i, t in enumerate(title_ids)}
         self._taste_index = {k: i for i, k in enumerate(self.taste_keys)}
         self._akey_index = {k: i for i, k in enumerate(self.art_keys)}
         self.l2 = float(l2)
@@ -274,10 +276,11 @@ class RewardModel:
     def n_features(self) -> int:
         """Length of the feature vector."""
         na = len(self.art_keys)
-        return len(self._art_index) + na * (len(self.taste_keys) + len(self.devices) + 1)
+        return len(self._title_index) + na * (len(self.taste_keys) + len(self.devices) + 2)
 
     def _user_vec(self, user: UserContext) -> np.ndarray:
-        t = np.zeros(len(self.taste_keys) + len(self.devices) + 1)
+        t = np.zeros(len(self.taste_keys) + len(self.devices) + 2)
+        t[-2] = 1.0  # constant: main effects of the artwork features
         for k, v in user.taste.items():
             i = self._taste_index.get(k)
             if i is not None:
@@ -296,15 +299,15 @@ class RewardModel:
                 a[i] = v
         return a
 
-    def features(self, user: UserContext, candidates: Sequence[Candidate]) -> np.ndarray:
+    def features(self, user: UserContext, title_id: str, candidates: Sequence[Candidate]) -> np.ndarray:
         """(len(candidates), n_features) design rows for one visit."""
         u = self._user_vec(user)
         rows = np.zeros((len(candidates), self.n_features))
-        off = len(self._art_index)
+        off = len(self._title_index)
+        i = self._title_index.get(title_id)
+        if i is not None:
+            rows[:, i] = 1.0
         for j, c in enumerate(candidates):
-            i = self._art_index.get(c.artwork_id)
-            if i is not None:
-                rows[j, i] = 1.0
             rows[j, off:] = np.outer(u, self._art_vec(c)).ravel()
         return rows
 
@@ -312,7 +315,7 @@ class RewardModel:
         """Newton / IRLS on the penalised log-likelihood (intercepts penalised too, lightly)."""
         w = self.coef.copy()
         reg = np.full(x.shape[1], self.l2)
-        reg[: len(self._art_index)] = 1e-3
+        reg[: len(self._title_index)] = 1e-3
         for _ in range(iters):
             p = 1.0 / (1.0 + np.exp(-(x @ w)))
             grad = x.T @ (p - y) + reg * w
@@ -324,9 +327,9 @@ class RewardModel:
         self.coef = w
         return self
 
-    def predict(self, user: UserContext, candidates: Sequence[Candidate]) -> np.ndarray:
+    def predict(self, user: UserContext, title_id: str, candidates: Sequence[Candidate]) -> np.ndarray:
         """q(x, a) for every candidate of one visit."""
-        return 1.0 / (1.0 + np.exp(-(self.features(user, candidates) @ self.coef)))
+        return 1.0 / (1.0 + np.exp(-(self.features(user, title_id, candidates) @ self.coef)))
 
 
 def fit_reward_model(records: Sequence[DecisionRecord], l2: float = 1.0) -> RewardModel:
@@ -338,14 +341,14 @@ def fit_reward_model(records: Sequence[DecisionRecord], l2: float = 1.0) -> Rewa
     art_keys = sorted({k for r in recs for f in r.candidate_features for k in f})
     # Tag keys first, embedding dims after: only for a readable coefficient layout.
     art_keys.sort(key=lambda k: (k.startswith(EMB_PREFIX), k))
-    artwork_ids = sorted({a for r in recs for a in r.candidates})
+    title_ids = sorted({r.title_id for r in recs})
     devices = sorted({str(r.context.get("device")) for r in recs if r.context.get("device") is not None})
-    model = RewardModel(taste_keys, art_keys, artwork_ids, devices, l2=l2)
+    model = RewardModel(taste_keys, art_keys, title_ids, devices, l2=l2)
     x = np.empty((len(recs), model.n_features))
     y = np.empty(len(recs))
     for i, r in enumerate(recs):
         j = r.candidates.index(r.chosen)
         c = Candidate(r.chosen, dict(r.candidate_features[j]))
-        x[i] = model.features(r.user_context(), [c])[0]
+        x[i] = model.features(r.user_context(), r.title_id, [c])[0]
         y[i] = float(r.reward)
     return model.fit(x, y)
