@@ -195,11 +195,8 @@ def _is_cover_art(stream: av.stream.Stream) -> bool:
 
 
 def _codec_tag(stream: av.stream.Stream) -> str:
-    try:
-        tag = stream.codec_context.codec_tag if stream.codec_context else ""
-    except Exception:  # noqa: BLE001 - only used to word an error message
-        tag = ""
-    return f"codec tag {tag!r}" if tag else "unknown codec"
+    cc = stream.codec_context
+    return f"codec {cc.name!r}" if cc is not None and cc.name not in ("", "none") else "codec not known to this FFmpeg build"
 
 
 def _why(e: BaseException) -> str:
