@@ -1,0 +1,224 @@
+"""Image-side commands of the `artwork` CLI: upload, cast, show, reembed.
+
+`bandit.cli` adds the decision-side commands to this same group and is the console entry point.
+Every user-facing failure becomes one clear line (click.ClickException), never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from artwork.encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED, TINY_NAME, Encoder, WeightsUnavailable, load_encoder, load_or_tiny
+from artwork.images import ImageLimits, ImageRejected
+from artwork.ingest import IngestReport, Ingestor
+from artwork.store import DEFAULT_STORE, Catalog, StoreError
+
+console = Console(stderr=True, soft_wrap=True)  # one message, one line: easy to grep
+out = Console()
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn the project's expected errors into one-line CLI errors."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ImageRejected, StoreError, WeightsUnavailable, ValueError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from None
+    return wrapper
+
+
+def encoder_options(fn: Callable) -> Callable:
+    """--model/--pretrained/--checkpoint/--cache-dir/--device/--download for commands that embed."""
+    for opt in reversed([
+        click.option("--model", default=None, help=f"open_clip architecture, or '{TINY_NAME}' for the test encoder "
+                                                   f"[default: the catalog's encoder, else {DEFAULT_MODEL}]"),
+        click.option("--pretrained", default=None, help=f"open_clip pretrained tag [default: {DEFAULT_PRETRAINED}]"),
+        click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="local open_clip checkpoint file"),
+        click.option("--cache-dir", default=None, help="Hugging Face cache folder holding pretrained weights"),
+        click.option("--device", default=None, help="torch device [default: cuda if present, else cpu]"),
+        click.option("--download", is_flag=True, help="allow downloading pretrained weights"),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def resolve_encoder(catalog: Catalog | None, model: str | None, pretrained: str | None, checkpoint: str | None,
+                    cache_dir: str | None, device: str | None, download: bool, fallback: bool = True) -> Encoder:
+    """Pick the encoder: explicit options, else the one the catalog was built with, else the default.
+
+    Only the default may fall back to the tiny encoder (with a one-line notice); an encoder
+    asked for explicitly, or the catalog's own, must load or fail with instructions.
+    """
+    explicit = model is not None or checkpoint is not None
+    if not explicit and catalog is not None and catalog.encoder_id:
+        enc_id = catalog.encoder_id
+        if enc_id.startswith("tiny-random-clip/"):
+            return load_encoder(TINY_NAME, device=device)
+        parts = enc_id.split("/")
+        if len(parts) == 3 and not parts[2].startswith("file:"):
+            return load_encoder(parts[1], parts[2], cache_dir=cache_dir, device=device, download=download)
+        raise WeightsUnavailable(f"catalog {catalog.path} was embedded with {enc_id}: pass --model and "
+                                 f"--checkpoint PATH for that checkpoint")
+    kwargs = dict(model=model or DEFAULT_MODEL, pretrained=pretrained or DEFAULT_PRETRAINED, checkpoint=checkpoint,
+                  cache_dir=cache_dir, device=device, download=download)
+    if explicit or not fallback:
+        return load_encoder(**kwargs)
+    return load_or_tiny(warn=lambda msg: console.print(f"[yellow]{msg}[/yellow]"), **kwargs)
+
+
+def print_report(report: IngestReport) -> None:
+    for o in report.outcomes:
+        if o.status == "rejected":
+            console.print(f"[red]rejected[/red] {o.name}: {o.reason}")
+        elif o.status == "duplicate":
+            console.print(f"[yellow]duplicate[/yellow] {o.name}: {o.reason} (artwork {o.artwork_id})")
+    console.print(f"{report.title_id}: {report.count('added')} added, {report.count('duplicate')} duplicate, "
+                  f"{report.count('rejected')} rejected")
+
+
+@click.group()
+@click.option("--store", default=lambda: os.environ.get("ARTWORK_STORE", DEFAULT_STORE), show_default="$ARTWORK_STORE or artwork.db",
+              help="catalog file (SQLite)")
+@click.pass_context
+def cli(ctx: click.Context, store: str) -> None:
+    """Personalized artwork selection engine."""
+    ctx.obj = {"store": store}
+
+
+def open_catalog(ctx: click.Context) -> Catalog:
+    try:
+        return Catalog(ctx.obj["store"])
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.argument("title_id")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--title-name", default=None, help="display name when the title is created")
+@click.option("--min-side", default=ImageLimits.min_side, show_default=True, help="minimum short side in px")
+@click.option("--max-pixels", default=ImageLimits.max_pixels, show_default=True, help="maximum width*height")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@encoder_options
+@click.pass_context
+@user_errors
+def upload(ctx: click.Context, title_id: str, paths: tuple[str, ...], title_name: str | None, min_side: int,
+           max_pixels: int, batch_size: int, quiet: bool, **enc: Any) -> None:
+    """Add candidate images (files or folders of JPEG/PNG/WebP) to a title."""
+    with open_catalog(ctx) as catalog:
+        encoder = resolve_encoder(catalog, **enc)
+        ingestor = Ingestor(catalog, encoder, limits=ImageLimits(min_side, max_pixels), batch_size=batch_size)
+        report = ingestor.upload_files(title_id, paths, title_name=title_name, progress=not quiet)
+        print_report(report)
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.group()
+def cast() -> None:
+    """Manage a title's cast gallery (reference photos of its actors)."""
+
+
+@cast.command("add")
+@click.argument("title_id")
+@click.argument("name")
+@click.argument("refs", nargs=-1, required=True)
+@encoder_options
+@click.pass_context
+@user_errors
+def cast_add(ctx: click.Context, title_id: str, name: str, refs: tuple[str, ...], **enc: Any) -> None:
+    """Add an actor with reference images to a title, then rescore its candidates."""
+    with open_catalog(ctx) as catalog:
+        ingestor = Ingestor(catalog, resolve_encoder(catalog, **enc))
+        thresholds = ingestor.add_cast_member(title_id, name, refs)
+        present = sum(name in a.tags.actors_present for a in catalog.artworks(title_id))
+    console.print(f"{title_id}: cast {', '.join(sorted(thresholds))}; {name!r} found in {present} candidate(s) "
+                  f"(threshold {thresholds[name]:.3f}, calibrated on the gallery)")
+
+
+def title_rows(catalog: Catalog, title_id: str) -> list[dict]:
+    """A title's candidates as plain dicts (for tables, JSON and the HTTP API)."""
+    if catalog.title(title_id) is None:
+        raise StoreError(f"unknown title {title_id!r}")
+    rows = []
+    for a in catalog.artworks(title_id):
+        rows.append({
+            "artwork_id": a.artwork_id, "source": a.source, "width": a.width, "height": a.height,
+            "sha256": a.sha256, "encoder": a.encoder_id, "pinned": a.pinned, "disabled": a.disabled,
+            "top_moods": a.tags.top("moods"), "top_genres": a.tags.top("genres"),
+            "actors": a.tags.actors, "actors_present": a.tags.actors_present, "meta": a.meta,
+        })
+    return rows
+
+
+def _fmt(pairs: list[tuple[str, float]]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in pairs)
+
+
+def tags_table(title: str, rows: list[dict], encoder_label: str) -> Table:
+    table = Table(title=f"{title}  [dim](encoder: {encoder_label})[/dim]")
+    for col in ("artwork", "source", "size", "top moods", "top genres", "actors"):
+        table.add_column(col)
+    for r in rows:
+        actors = ", ".join(f"{n}{'*' if n in r['actors_present'] else ''} {s:.2f}" for n, s in r["actors"].items())
+        flags = (" [pinned]" if r["pinned"] else "") + (" [disabled]" if r["disabled"] else "")
+        table.add_row(r["artwork_id"] + flags, r["source"], f"{r['width']}x{r['height']}",
+                      _fmt(r["top_moods"]), _fmt(r["top_genres"]), actors or "-")
+    return table
+
+
+def encoder_label(encoder_id: str | None) -> str:
+    if encoder_id and encoder_id.startswith("tiny-random-clip/"):
+        return f"{encoder_id}: TINY RANDOM TEST ENCODER, tags not meaningful"
+    return encoder_id or "none yet"
+
+
+@cli.command()
+@click.argument("title_id")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.pass_context
+@user_errors
+def show(ctx: click.Context, title_id: str, as_json: bool) -> None:
+    """List a title's candidates with their tags."""
+    with open_catalog(ctx) as catalog:
+        rows = title_rows(catalog, title_id)
+        label = encoder_label(catalog.encoder_id)
+    if as_json:
+        click.echo(json.dumps({"title_id": title_id, "encoder": label, "artworks": rows}, indent=2))
+    else:
+        out.print(tags_table(title_id, rows, label))
+
+
+@cli.command()
+@encoder_options
+@click.option("--quiet", is_flag=True)
+@click.pass_context
+@user_errors
+def reembed(ctx: click.Context, quiet: bool, **enc: Any) -> None:
+    """Re-embed and re-tag the whole catalog with another encoder (one atomic switch)."""
+    if enc["model"] is None and enc["checkpoint"] is None:
+        raise click.UsageError("say which encoder to switch to with --model (and --pretrained or --checkpoint)")
+    with open_catalog(ctx) as catalog:
+        encoder = resolve_encoder(None, fallback=False, **enc)
+        old = catalog.encoder_id
+        n = Ingestor(catalog, encoder, reembed=True).reembed_catalog(progress=not quiet)
+    console.print(f"re-embedded {n} images: {old} -> {encoder.encoder_id}")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,372 @@
+"""The catalog: one SQLite file (WAL) holding titles, artworks, original bytes, embeddings, tags, cast.
+
+Embeddings and mood/genre tags are keyed by (image sha256, encoder id), so the same bytes are
+never embedded twice, whichever title they belong to. Every multi-row change runs in one
+transaction: a process killed mid-upload leaves either the whole artwork or none of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from artwork.records import Artwork, Tags, Title
+
+DEFAULT_STORE = "artwork.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS titles (
+    title_id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS artworks (
+    artwork_id TEXT PRIMARY KEY,
+    title_id TEXT NOT NULL REFERENCES titles(title_id),
+    sha256 TEXT NOT NULL REFERENCES blobs(sha256),
+    source TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL, created REAL NOT NULL, meta TEXT NOT NULL DEFAULT '{}',
+    disabled INTEGER NOT NULL DEFAULT 0, pinned INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (title_id, sha256));
+CREATE TABLE IF NOT EXISTS embeddings (
+    sha256 TEXT NOT NULL, encoder_id TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (sha256, encoder_id));
+CREATE TABLE IF NOT EXISTS image_tags (
+    sha256 TEXT NOT NULL, encoder_id TEXT NOT NULL, vocab TEXT NOT NULL, tags TEXT NOT NULL,
+    PRIMARY KEY (sha256, encoder_id, vocab));
+CREATE TABLE IF NOT EXISTS cast_members (
+    actor_id INTEGER PRIMARY KEY AUTOINCREMENT, title_id TEXT NOT NULL REFERENCES titles(title_id),
+    name TEXT NOT NULL, threshold REAL, UNIQUE (title_id, name));
+CREATE TABLE IF NOT EXISTS cast_refs (
+    actor_id INTEGER NOT NULL REFERENCES cast_members(actor_id), sha256 TEXT NOT NULL,
+    PRIMARY KEY (actor_id, sha256));
+CREATE TABLE IF NOT EXISTS actor_scores (
+    artwork_id TEXT NOT NULL REFERENCES artworks(artwork_id), actor TEXT NOT NULL,
+    score REAL NOT NULL, present INTEGER NOT NULL, PRIMARY KEY (artwork_id, actor));
+CREATE INDEX IF NOT EXISTS artworks_by_title ON artworks(title_id);
+"""
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (wrong encoder, unknown title...); the message says why."""
+
+
+class EncoderMismatch(StoreError):
+    """An embedding from a different encoder than the catalog's was about to be mixed in."""
+
+
+def artwork_id_for(title_id: str, sha256: str) -> str:
+    """Stable artwork id: the same bytes in the same title always get the same id."""
+    return hashlib.sha256(f"{title_id}\0{sha256}".encode()).hexdigest()[:16]
+
+
+def _vec_to_blob(vec: np.ndarray) -> bytes:
+    return np.asarray(vec, dtype="<f4").tobytes()
+
+
+def _blob_to_vec(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4").copy()
+
+
+class Catalog:
+    """A connection to one catalog file. Safe to share between threads of one process."""
+
+    def __init__(self, path: str | Path = DEFAULT_STORE, timeout: float = 30.0):
+        self.path = Path(path)
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable SQLite catalog: {exc}") from exc
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self.transaction() as db:
+            for stmt in SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- meta -------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str, db: sqlite3.Connection | None = None) -> None:
+        sql, args = "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value)
+        if db is not None:
+            db.execute(sql, args)
+        else:
+            with self.transaction() as tx:
+                tx.execute(sql, args)
+
+    @property
+    def encoder_id(self) -> str | None:
+        """The encoder every embedding in this catalog comes from (None while empty)."""
+        return self.get_meta("encoder_id")
+
+    def check_encoder(self, encoder_id: str) -> None:
+        """Refuse an encoder other than the catalog's, saying how to re-embed."""
+        current = self.encoder_id
+        if current is not None and current != encoder_id:
+            raise EncoderMismatch(
+                f"catalog {self.path} holds embeddings from encoder '{current}', but encoder "
+                f"'{encoder_id}' is loaded; embeddings of two encoders are never mixed. Load the "
+                f"same encoder again, use another --store, or re-embed the whole catalog with "
+                f"`artwork reembed` and the new encoder's options.")
+
+    # -- titles -----------------------------------------------------------------------------
+    def ensure_title(self, title_id: str, name: str | None = None) -> tuple[Title, bool]:
+        """Return the title, creating it if needed; the flag says whether it was created."""
+        if not title_id or not title_id.strip() or "/" in title_id:
+            raise StoreError(f"invalid title id {title_id!r}: expected a non-empty id without '/'")
+        with self.transaction() as db:
+            row = db.execute("SELECT name FROM titles WHERE title_id=?", (title_id,)).fetchone()
+            if row:
+                if name and name != row[0]:
+                    db.execute("UPDATE titles SET name=? WHERE title_id=?", (name, title_id))
+                return Title(title_id, name or row[0]), False
+            db.execute("INSERT INTO titles VALUES (?, ?, ?)", (title_id, name or title_id, time.time()))
+            return Title(title_id, name or title_id), True
+
+    def title(self, title_id: str) -> Title | None:
+        rows = self._query("SELECT title_id, name FROM titles WHERE title_id=?", (title_id,))
+        return Title(*rows[0]) if rows else None
+
+    def titles(self) -> list[Title]:
+        return [Title(*r) for r in self._query("SELECT title_id, name FROM titles ORDER BY title_id")]
+
+    # -- artworks ---------------------------------------------------------------------------
+    def has_artwork(self, title_id: str, sha256: str) -> str | None:
+        rows = self._query("SELECT artwork_id FROM artworks WHERE title_id=? AND sha256=?",
+                           (title_id, sha256))
+        return rows[0][0] if rows else None
+
+    def cached_embedding(self, sha256: str, encoder_id: str) -> np.ndarray | None:
+        rows = self._query("SELECT vector FROM embeddings WHERE sha256=? AND encoder_id=?",
+                           (sha256, encoder_id))
+        return _blob_to_vec(rows[0][0]) if rows else None
+
+    def cached_tags(self, sha256: str, encoder_id: str, vocab: str) -> dict | None:
+        rows = self._query("SELECT tags FROM image_tags WHERE sha256=? AND encoder_id=? AND vocab=?",
+                           (sha256, encoder_id, vocab))
+        return json.loads(rows[0][0]) if rows else None
+
+    def add_artwork(
+        self,
+        title_id: str,
+        data: bytes,
+        sha256: str,
+        source: str,
+        width: int,
+        height: int,
+        encoder_id: str,
+        embedding: np.ndarray,
+        tags: dict,
+        vocab: str,
+        meta: dict | None = None,
+    ) -> tuple[str, bool]:
+        """Store one artwork with its bytes, embedding and tags atomically; returns (id, created)."""
+        artwork_id = artwork_id_for(title_id, sha256)
+        with self.transaction() as db:
+            current = db.execute("SELECT value FROM meta WHERE key='encoder_id'").fetchone()
+            if current and current[0] != encoder_id:
+                self.check_encoder(encoder_id)
+            if not current:
+                self.set_meta("encoder_id", encoder_id, db)
+            if db.execute("SELECT 1 FROM artworks WHERE artwork_id=?", (artwork_id,)).fetchone():
+                return artwork_id, False
+            db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (sha256, data))
+            db.execute("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?, ?)",
+                       (sha256, encoder_id, int(embedding.shape[0]), _vec_to_blob(embedding)))
+            db.execute("INSERT OR IGNORE INTO image_tags VALUES (?, ?, ?, ?)",
+                       (sha256, encoder_id, vocab, json.dumps(tags)))
+            db.execute(
+                "INSERT INTO artworks (artwork_id, title_id, sha256, source, width, height, "
+                "size_bytes, created, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (artwork_id, title_id, sha256, source, width, height, len(data), time.time(),
+                 json.dumps(meta or {})))
+        return artwork_id, True
+
+    def image_bytes(self, artwork_id: str) -> bytes | None:
+        rows = self._query("SELECT b.data FROM artworks a JOIN blobs b USING (sha256) "
+                           "WHERE a.artwork_id=?", (artwork_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    def artworks(self, title_id: str, vocab: str | None = None) -> list[Artwork]:
+        """All candidates of a title with embedding (catalog encoder) and tags, oldest first."""
+        return self._artworks("a.title_id=?", (title_id,), vocab)
+
+    def artwork(self, artwork_id: str, vocab: str | None = None) -> Artwork | None:
+        found = self._artworks("a.artwork_id=?", (artwork_id,), vocab)
+        return found[0] if found else None
+
+    def all_artworks(self, vocab: str | None = None) -> list[Artwork]:
+        return self._artworks("1=1", (), vocab)
+
+    def _artworks(self, where: str, args: tuple, vocab: str | None) -> list[Artwork]:
+        enc = self.encoder_id or ""
+        rows = self._query(
+            "SELECT a.artwork_id, a.title_id, a.sha256, a.source, a.width, a.height, a.size_bytes, "
+            "a.created, a.meta, a.disabled, a.pinned, e.vector, "
+            "(SELECT t.tags FROM image_tags t WHERE t.sha256=a.sha256 AND t.encoder_id=? "
+            "  AND (? IS NULL OR t.vocab=?) ORDER BY t.rowid DESC LIMIT 1) "
+            "FROM artworks a LEFT JOIN embeddings e ON e.sha256=a.sha256 AND e.encoder_id=? "
+            f"WHERE {where} ORDER BY a.created, a.artwork_id",
+            (enc, vocab, vocab, enc, *args))
+        out = []
+        for (aid, tid, sha, src, w, h, size, created, meta, disabled, pinned, vec, tags) in rows:
+            tagd = json.loads(tags) if tags else {}
+            out.append(Artwork(
+                artwork_id=aid, title_id=tid, sha256=sha, source=src, width=w, height=h,
+                size_bytes=size, created=created, encoder_id=enc if vec is not None else None,
+                embedding=_blob_to_vec(vec) if vec is not None else None,
+                tags=Tags(moods=tagd.get("moods", {}), genres=tagd.get("genres", {})),
+                meta=json.loads(meta), disabled=bool(disabled), pinned=bool(pinned)))
+        self._attach_actor_scores(out)
+        return out
+
+    def _attach_actor_scores(self, arts: list[Artwork]) -> None:
+        if not arts:
+            return
+        by_id = {a.artwork_id: a for a in arts}
+        marks = ",".join("?" * len(by_id))
+        for aid, actor, score, present in self._query(
+                f"SELECT artwork_id, actor, score, present FROM actor_scores "
+                f"WHERE artwork_id IN ({marks}) ORDER BY actor", tuple(by_id)):
+            by_id[aid].tags.actors[actor] = score
+            if present:
+                by_id[aid].tags.actors_present.append(actor)
+
+    def set_flags(self, artwork_id: str, *, pinned: bool | None = None, disabled: bool | None = None) -> None:
+        """Designer controls: pin (at most one per title) or disable a candidate."""
+        with self.transaction() as db:
+            row = db.execute("SELECT title_id FROM artworks WHERE artwork_id=?", (artwork_id,)).fetchone()
+            if not row:
+                raise StoreError(f"unknown artwork id {artwork_id!r}")
+            if pinned:
+                db.execute("UPDATE artworks SET pinned=0 WHERE title_id=?", (row[0],))
+            if pinned is not None:
+                db.execute("UPDATE artworks SET pinned=? WHERE artwork_id=?", (int(pinned), artwork_id))
+            if disabled is not None:
+                db.execute("UPDATE artworks SET disabled=? WHERE artwork_id=?", (int(disabled), artwork_id))
+
+    # -- cast -------------------------------------------------------------------------------
+    def add_cast_member(self, title_id: str, name: str, refs: list[tuple[str, bytes, np.ndarray]],
+                        encoder_id: str) -> int:
+        """Add (or extend) a cast member with reference images (sha256, bytes, embedding)."""
+        if not name.strip():
+            raise StoreError("cast member name must not be empty")
+        with self.transaction() as db:
+            current = db.execute("SELECT value FROM meta WHERE key='encoder_id'").fetchone()
+            if current and current[0] != encoder_id:
+                self.check_encoder(encoder_id)
+            if not current:
+                self.set_meta("encoder_id", encoder_id, db)
+            if not db.execute("SELECT 1 FROM titles WHERE title_id=?", (title_id,)).fetchone():
+                raise StoreError(f"unknown title {title_id!r}: upload artwork or create it first")
+            db.execute("INSERT OR IGNORE INTO cast_members (title_id, name) VALUES (?, ?)", (title_id, name))
+            actor_id = db.execute("SELECT actor_id FROM cast_members WHERE title_id=? AND name=?",
+                                  (title_id, name)).fetchone()[0]
+            for sha, data, vec in refs:
+                db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (sha, data))
+                db.execute("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?, ?)",
+                           (sha, encoder_id, int(vec.shape[0]), _vec_to_blob(vec)))
+                db.execute("INSERT OR IGNORE INTO cast_refs VALUES (?, ?)", (actor_id, sha))
+        return int(actor_id)
+
+    def cast(self, title_id: str) -> dict[str, list[bytes]]:
+        """Cast member name -> reference image bytes, for one title."""
+        out: dict[str, list[bytes]] = {}
+        for name, data in self._query(
+                "SELECT m.name, b.data FROM cast_members m JOIN cast_refs r USING (actor_id) "
+                "JOIN blobs b ON b.sha256=r.sha256 WHERE m.title_id=? ORDER BY m.name, r.rowid",
+                (title_id,)):
+            out.setdefault(name, []).append(bytes(data))
+        return out
+
+    def set_cast_thresholds(self, title_id: str, thresholds: dict[str, float]) -> None:
+        with self.transaction() as db:
+            for name, thr in thresholds.items():
+                db.execute("UPDATE cast_members SET threshold=? WHERE title_id=? AND name=?",
+                           (thr, title_id, name))
+
+    def cast_thresholds(self, title_id: str) -> dict[str, float]:
+        return {n: t for n, t in self._query(
+            "SELECT name, threshold FROM cast_members WHERE title_id=? AND threshold IS NOT NULL",
+            (title_id,))}
+
+    def put_actor_scores(self, scores: dict[str, dict[str, tuple[float, bool]]]) -> None:
+        """Replace the actor scores of the given artworks: artwork_id -> actor -> (score, present)."""
+        with self.transaction() as db:
+            for aid, per_actor in scores.items():
+                db.execute("DELETE FROM actor_scores WHERE artwork_id=?", (aid,))
+                for actor, (score, present) in per_actor.items():
+                    db.execute("INSERT INTO actor_scores VALUES (?, ?, ?, ?)",
+                               (aid, actor, float(score), int(present)))
+
+    # -- re-embedding -----------------------------------------------------------------------
+    def all_image_hashes(self) -> list[str]:
+        """Every image the catalog embeds: artworks and cast references."""
+        return [r[0] for r in self._query(
+            "SELECT sha256 FROM artworks UNION SELECT sha256 FROM cast_refs")]
+
+    def blob(self, sha256: str) -> bytes:
+        return bytes(self._query("SELECT data FROM blobs WHERE sha256=?", (sha256,))[0][0])
+
+    def switch_encoder(self, encoder_id: str, vectors: dict[str, np.ndarray],
+                       tags: dict[str, dict], vocab: str) -> None:
+        """Swap the whole catalog to a new encoder in one transaction (old vectors stay cached)."""
+        missing = set(self.all_image_hashes()) - set(vectors)
+        if missing:
+            raise StoreError(f"re-embedding incomplete: {len(missing)} images have no new vector")
+        with self.transaction() as db:
+            for sha, vec in vectors.items():
+                db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)",
+                           (sha, encoder_id, int(vec.shape[0]), _vec_to_blob(vec)))
+            for sha, t in tags.items():
+                db.execute("INSERT OR REPLACE INTO image_tags VALUES (?, ?, ?, ?)",
+                           (sha, encoder_id, vocab, json.dumps(t)))
+            self.set_meta("encoder_id", encoder_id, db)
+
+    def stats(self) -> dict[str, int]:
+        """Row counts and file size, for `show` and metrics."""
+        counts = {t: self._query(f"SELECT COUNT(*) FROM {t}")[0][0]
+                  for t in ("titles", "artworks", "blobs", "embeddings", "cast_members")}
+        counts["file_bytes"] = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
+        return counts
