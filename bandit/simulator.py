@@ -519,7 +519,7 @@ class Simulator:
         # under uniform choice; then the gain that gives the target
         # best-fixed/oracle ratio (the ratio falls as the gain grows).
         def base_for(gain: float) -> float:
-            lo, hi = -12.0, 6.0
+            lo, hi = -30.0, 10.0
             for _ in range(40):
                 mid = 0.5 * (lo + hi)
                 p, _ = self._eval_matrix(mid, gain)
@@ -534,8 +534,12 @@ class Simulator:
             _, fixed, oracle = self._values(*self._eval_matrix(b, gain))
             return fixed / oracle, b
 
-        lo, hi = 0.0, 3.0
+        lo, hi = 0.0, 2.0
         r_hi, b_hi = ratio_for(hi)
+        # Grow the bracket: catalogs whose segments' favourite looks are rare need a larger gain.
+        while r_hi > self.target_fixed_ratio and hi < 32.0:
+            lo, hi = hi, 2.0 * hi
+            r_hi, b_hi = ratio_for(hi)
         if r_hi > self.target_fixed_ratio:
             # The catalog's candidates are too alike to reach the target: use
             # the strongest gain and report the ratio actually reached.
