@@ -349,3 +349,18 @@ def test_baseline_save_load(tmp_path: Path, make: type) -> None:
     assert loaded.distribution(_user("A"), "t1", CANDS) == pol.distribution(_user("A"), "t1", CANDS)
     with pytest.raises(PolicyError):
         (FixedPolicy if not isinstance(pol, FixedPolicy) else UniformPolicy).load(path)
+
+
+def test_core_fast_path_matches_public_predict(trained: dict) -> None:
+    """The direct core call (skipping per-call label checks) must equal Workspace.predict_one."""
+    pol = trained[("squarecb", 1)]
+    assert pol._predict_core is not None  # vowpal-wabbit-next 0.7.0 has it; else the test is moot
+    users = [_user("A", 3, device="tv"), _user("B", 4, hour=2), UserContext("cold")]
+    fast = [pol.distribution(u, "t1", CANDS) for u in users]
+    core, pol._predict_core = pol._predict_core, None
+    try:
+        slow = [pol.distribution(u, "t1", CANDS) for u in users]
+    finally:
+        pol._predict_core = core
+    assert fast == slow
+    assert fast[0] != fast[1]  # and the shared-context cache does tell users apart
