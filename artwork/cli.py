@@ -23,7 +23,7 @@ from artwork.ingest import IngestReport, Ingestor
 from artwork.store import DEFAULT_STORE, Catalog, StoreError
 
 console = Console(stderr=True, soft_wrap=True)  # one message, one line: easy to grep
-out = Console()
+out = Console(soft_wrap=True)
 
 
 def user_errors(fn: Callable) -> Callable:
