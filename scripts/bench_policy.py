@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import sys
 import time
@@ -181,6 +182,8 @@ def run(pages: int, exploration: str, seed: int) -> dict[str, object]:
             "exploration": exploration, "vw_args": pol.config.vw_args(), "seed": seed,
             "features_per_artwork": int(np.mean([len(c.features) for cs in catalog.values() for c in cs])),
             "python": platform.python_version(), "vowpal_wabbit_next": vw.__version__, "machine": platform.machine(),
+            # Other processes on the box inflate p99 far more than p50; record how busy it was.
+            "loadavg_1min_at_end": os.getloadavg()[0], "cpu_count": os.cpu_count(),
         },
         "bare_vw_predict_one": bare,
         "bare_vw_core_call": floor,
