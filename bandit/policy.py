@@ -23,7 +23,7 @@ import threading
 import zipfile
 from bisect import bisect_right
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -41,6 +41,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "NoCandidatesError",
+    "ContextError",
     "BasePolicy",
     "VWConfig",
     "VWPolicy",
@@ -585,5 +586,3 @@ def load_policy(path: str | os.PathLike[str]) -> BasePolicy:
 
     return baselines.load_baseline(path)
 
-
-__all__ += ["ContextError"]
