@@ -1,0 +1,752 @@
+"""The serving core: catalog + policy + event log, with no HTTP in sight.
+
+`Engine` chooses an artwork per title for a page, joins feedback, closes reward windows, learns
+online and snapshots the policy. The FastAPI app (`bandit.server`) is a thin layer over it, and
+the demo and benchmarks call it directly, so in-process and over-HTTP behaviour are one code path.
+
+Learning order is the invariant everything hangs on: every reward (joined feedback or a window
+closed at reward 0) gets a `learn_seq` in the same SQLite transaction that records it, and the
+policy learns rewards strictly in learn_seq order (one lock around "commit + learn"). A snapshot
+records the last learn_seq it includes, so a restart = load snapshot + replay learn_seq > that,
+which rebuilds exactly the policy that was running (VW learning is deterministic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from artwork.records import Artwork
+from artwork.store import Catalog, StoreError
+from bandit.events import DecisionRow, EventLog, NewDecision
+from bandit.features import Candidate, ContextError, EmbeddingProjection, UserContext, candidates_from_artworks, taste_from_history
+from bandit.policy import BasePolicy, NoCandidatesError, PolicyError, VWConfig, VWPolicy, load_policy
+
+__all__ = [
+    "EngineConfig",
+    "Engine",
+    "EngineError",
+    "RequestError",
+    "NotFoundError",
+    "TitleChoice",
+    "FeedbackOutcome",
+    "POLICY_KINDS",
+]
+
+log = logging.getLogger("artwork.engine")
+
+POLICY_KINDS = ("vw", "uniform", "thompson")
+
+
+class EngineError(Exception):
+    """Base of the errors the engine reports to callers (the server maps them to HTTP codes)."""
+
+
+class RequestError(EngineError, ValueError):
+    """A request field is invalid; `field` names it (dotted path), the message says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class NotFoundError(EngineError, LookupError):
+    """An unknown title, artwork, user session or event."""
+
+
+@dataclass
+class EngineConfig:
+    """Everything the engine needs besides the catalog; times are seconds."""
+
+    events: str | None = None  # event log path; default: "<store>.events.db" next to the catalog
+    snapshot_dir: str | None = None  # default: "<store>.snapshots/"
+    policy: str = "vw"  # vw | uniform | thompson (a snapshot, when present, wins)
+    exploration: str = "squarecb"  # VW exploration (see bandit.policy.EXPLORATIONS)
+    seed: int = 0
+    max_titles: int = 200  # titles per choose request
+    max_batch: int = 1000  # events per batch feedback request
+    session_ttl_s: float = 24 * 3600.0  # a user keeps seeing the same artwork of a title this long
+    feedback_window_s: float = 30 * 60.0  # no positive feedback within this -> reward 0
+    close_interval_s: float = 1.0  # how often the timer closes expired windows
+    snapshot_interval_s: float = 60.0  # periodic policy snapshot (also on shutdown)
+    keep_snapshots: int = 2
+    reward_min: float = 0.0
+    reward_max: float = 1.0
+    click_reward: float = 1.0  # reward of {"click": true}
+    play_reward: float = 1.0  # reward of {"play": true}
+    projection_dims: int = 16
+    image_url_prefix: str = ""  # prepended to "/v1/artworks/{id}/image" (e.g. a CDN origin)
+    durable: bool = False  # synchronous=FULL: survive power loss, not just a killed process
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICY_KINDS:
+            raise ValueError(f"policy must be one of {POLICY_KINDS}, got {self.policy!r}")
+        if not self.reward_min < self.reward_max:
+            raise ValueError("reward_min must be < reward_max")
+        for name in ("session_ttl_s", "feedback_window_s", "close_interval_s", "snapshot_interval_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.max_titles < 1 or self.max_batch < 1:
+            raise ValueError("max_titles and max_batch must be >= 1")
+
+
+@dataclass
+class TitleChoice:
+    """The engine's answer for one title of a page: a choice, or an error for that title only."""
+
+    title_id: str
+    artwork_id: str | None = None
+    image_url: str | None = None
+    event_id: str | None = None
+    probability: float | None = None
+    policy: str | None = None
+    policy_version: int | None = None
+    repeat: bool = False  # the user's earlier choice for this title, no new event logged
+    error: str | None = None  # "unknown_title" | "no_candidates" | "policy_error"
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (error fields only when set)."""
+        d = asdict(self)
+        if self.error is None:
+            d.pop("error")
+            d.pop("message")
+        return d
+
+
+@dataclass
+class FeedbackOutcome:
+    """What happened to one feedback post."""
+
+    event_id: str
+    status: str  # "joined" | "duplicate" | "not_found" | "expired"
+    changed: bool
+    reward: float | None = None  # the reward on record for the event
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict."""
+        return asdict(self)
+
+
+@dataclass
+class _TitleView:
+    candidates: list[Candidate]  # all, disabled included (the policy drops disabled ones)
+    artworks: list[Artwork]
+    disabled: frozenset[str]
+    pinned: str | None
+    fs_key: str
+    fs_json: str
+
+
+@dataclass
+class _CatalogView:
+    titles: dict[str, _TitleView]
+    artworks: dict[str, Artwork]  # artwork_id -> artwork
+    by_title: dict[str, list[Artwork]]
+
+
+@dataclass
+class _Session:
+    event_id: str
+    chosen: str
+    probability: float
+    policy: str
+    version: int
+    expires: float
+
+
+def _content_type(data: bytes) -> str:
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
+def _new_policy(cfg: EngineConfig) -> BasePolicy:
+    if cfg.policy == "vw":
+        return VWPolicy(VWConfig(exploration=cfg.exploration, seed=cfg.seed))
+    from bandit import baselines  # local: only needed for the baseline kinds
+
+    if cfg.policy == "uniform":
+        return baselines.UniformPolicy(seed=cfg.seed)
+    return baselines.ThompsonPolicy(seed=cfg.seed)
+
+
+class Engine:
+    """Serve, log, join, learn, snapshot. Thread-safe; call `start()` before use and `close()` after.
+
+    `clock` is injectable so tests can move time past session TTLs and reward windows.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog | str | Path,
+        config: EngineConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        start_timer: bool = True,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self.clock = clock
+        self._own_catalog = not isinstance(catalog, Catalog)
+        self.catalog = Catalog(catalog) if not isinstance(catalog, Catalog) else catalog
+        store = self.catalog.path
+        self.events_path = Path(self.config.events or f"{store}.events.db")
+        self.snapshot_dir = Path(self.config.snapshot_dir or f"{store}.snapshots")
+        self.events = EventLog(self.events_path, durable=self.config.durable)
+        # A second connection only for PRAGMA data_version: it changes whenever another
+        # connection (an upload, a designer flag) commits to the catalog, at microseconds a check.
+        self._watch = sqlite3.connect(store, check_same_thread=False, isolation_level=None)
+        self._watch_lock = threading.Lock()
+        self._data_version: int | None = None
+        self._view_lock = threading.Lock()
+        self._view: _CatalogView | None = None
+        self.projection: EmbeddingProjection | None = None
+        self._choose_lock = threading.Lock()  # sampling order + sticky sessions
+        self._learn_lock = threading.RLock()  # "commit reward + learn" and snapshots
+        self._sessions: dict[str, dict[str, _Session]] = {}
+        self._fs_cache: dict[str, dict[str, dict[str, float]]] = {}
+        self._ctx_cache: dict[str, UserContext] = {}
+        self.policy: BasePolicy = _new_policy(self.config)
+        self.learned_seq = 0
+        self._snap_seq: int | None = None
+        self._last_snapshot = 0.0
+        self.counters: dict[str, int] = {
+            "choose_requests": 0, "decisions": 0, "repeats": 0, "title_errors": 0, "feedback_joined": 0,
+            "feedback_duplicate": 0, "feedback_not_found": 0, "feedback_expired": 0, "windows_closed": 0,
+            "learned": 0, "snapshots": 0, "replayed": 0,
+        }
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+        self._start_timer = start_timer
+        self.started = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> Engine:
+        """Restore the policy (snapshot + replay), reload sessions, close expired windows, start the timer."""
+        if self.started:
+            return self
+        self._load_projection()
+        self._refresh(force=True)
+        self._restore_policy()
+        now = self.clock()
+        for row in self.events.active_sessions(now):
+            self._remember_session(row.user_id, row.title_id, row, row.session_expires)  # type: ignore[attr-defined]
+        self.close_expired()
+        self._last_snapshot = time.monotonic()
+        if self._start_timer:
+            self._timer = threading.Thread(target=self._run_timer, name="engine-timer", daemon=True)
+            self._timer.start()
+        self.started = True
+        return self
+
+    def close(self) -> None:
+        """Stop the timer, snapshot the policy and close the stores."""
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join(timeout=10)
+        if self.started:
+            try:
+                self.snapshot()
+            except Exception:  # noqa: BLE001 - shutdown must still close the files
+                log.exception("final snapshot failed")
+        self.events.close()
+        self._watch.close()
+        if self._own_catalog:
+            self.catalog.close()
+        self.started = False
+
+    def __enter__(self) -> Engine:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _run_timer(self) -> None:
+        while not self._stop.wait(self.config.close_interval_s):
+            try:
+                self.close_expired()
+                if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
+                    self.snapshot()
+                    self._purge_sessions()
+            except Exception:  # noqa: BLE001 - a failed tick must not kill the timer
+                log.exception("engine timer tick failed")
+
+    # -- catalog features ----------------------------------------------------------------------------
+    def _load_projection(self) -> None:
+        enc = self.catalog.encoder_id
+        stored = self.events.get_meta("projection")
+        if stored:
+            proj = EmbeddingProjection.from_dict(json.loads(stored))
+            if proj.encoder_id == enc:
+                self.projection = proj
+                return
+        # Fitted once and kept in the event log: refitting as artworks arrive would silently
+        # change every candidate's "emb:" features under a policy that learned the old ones.
+        embs = [a.embedding for a in self.catalog.all_artworks() if a.embedding is not None]
+        dims = {e.shape for e in embs}
+        if len(embs) >= 2 and len(dims) == 1:
+            self.projection = EmbeddingProjection.fit(embs, n_components=self.config.projection_dims, encoder_id=enc)
+            self.events.set_meta("projection", json.dumps(self.projection.to_dict()))
+        else:
+            self.projection = None
+
+    def _refresh(self, force: bool = False) -> _CatalogView:
+        with self._watch_lock:
+            version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+        with self._view_lock:
+            if not force and self._view is not None and version == self._data_version:
+                return self._view
+            if self.projection is None or self.projection.encoder_id != self.catalog.encoder_id:
+                self._load_projection()
+            arts = self.catalog.all_artworks()
+            by_title: dict[str, list[Artwork]] = {t.title_id: [] for t in self.catalog.titles()}
+            for a in arts:
+                by_title.setdefault(a.title_id, []).append(a)
+            titles = {}
+            for tid, tarts in by_title.items():
+                cands = candidates_from_artworks(tarts, self.projection, include_disabled=True)
+                fs_json = json.dumps({c.artwork_id: c.features for c in cands}, separators=(",", ":"))
+                titles[tid] = _TitleView(
+                    candidates=cands,
+                    artworks=tarts,
+                    disabled=frozenset(a.artwork_id for a in tarts if a.disabled),
+                    pinned=next((a.artwork_id for a in tarts if a.pinned), None),
+                    fs_key=hashlib.sha256(fs_json.encode()).hexdigest()[:24],
+                    fs_json=fs_json,
+                )
+            self._view = _CatalogView(titles, {a.artwork_id: a for a in arts}, by_title)
+            self._data_version = version
+            return self._view
+
+    # -- policy restore / learning --------------------------------------------------------------------
+    def _restore_policy(self) -> None:
+        for name, seq, _version in self.events.snapshots():
+            path = self.snapshot_dir / name
+            try:
+                self.policy = load_policy(path)
+            except (OSError, PolicyError, ValueError) as e:
+                log.warning("snapshot %s unusable (%s); trying an older one", path, e)
+                continue
+            self.learned_seq = self._snap_seq = seq
+            break
+        with self._learn_lock:
+            n = 0
+            for row in self.events.finalized_after(self.learned_seq):
+                self._learn_row(row)
+                n += 1
+            self.counters["replayed"] = n
+        log.info("policy %s restored at learn_seq %d (%d replayed)", self.policy.name, self.learned_seq, n)
+
+    def _featureset(self, fs_key: str) -> dict[str, dict[str, float]]:
+        fs = self._fs_cache.get(fs_key)
+        if fs is None:
+            fs = json.loads(self.events.featureset(fs_key) or "{}")
+            if len(self._fs_cache) > 10_000:
+                self._fs_cache.clear()
+            self._fs_cache[fs_key] = fs
+        return fs
+
+    def _learn_row(self, row: DecisionRow) -> None:
+        # Live learning and restart replay both rebuild the example from the logged row, so
+        # they feed VW byte-identical examples.
+        assert row.learn_seq is not None and row.reward is not None
+        feats = self._featureset(row.fs_key)
+        cands = [Candidate(a, feats.get(a, {})) for a in json.loads(row.candidates)]
+        user = UserContext.from_dict(json.loads(row.context))
+        try:
+            self.policy.learn_one(user, row.title_id, cands, row.chosen, row.probability, row.reward)
+        except PolicyError as e:  # a row we cannot learn from must not wedge the loop
+            log.warning("event %s not learnable: %s", row.event_id, e)
+        self.learned_seq = int(row.learn_seq)
+        self.counters["learned"] += 1
+
+    def close_expired(self) -> int:
+        """Close every open decision past its window at reward 0 and learn from it; returns how many."""
+        total = 0
+        with self._learn_lock:
+            while True:
+                rows = self.events.close_expired(self.clock())
+                for row in rows:
+                    self._learn_row(row)
+                total += len(rows)
+                if len(rows) < 5000:
+                    break
+        self.counters["windows_closed"] += total
+        return total
+
+    def snapshot(self) -> Path | None:
+        """Write the policy atomically and record which learn_seq it includes; None if nothing changed."""
+        with self._learn_lock:
+            self._last_snapshot = time.monotonic()
+            if self._snap_seq == self.learned_seq:
+                return None
+            seq = self.learned_seq
+            ext = "vwz" if isinstance(self.policy, VWPolicy) else "json"
+            path = self.snapshot_dir / f"policy-{seq:012d}.{ext}"
+            self.policy.save(path)
+            # Recorded after the file is complete: a crash in between leaves an unrecorded file
+            # that restore ignores, never a record pointing at a partial model.
+            self.events.record_snapshot(time.time(), path.name, seq, self.policy.version)
+            self._snap_seq = seq
+            self.counters["snapshots"] += 1
+        keep = {name for name, _, _ in self.events.snapshots()[: self.config.keep_snapshots]}
+        for p in self.snapshot_dir.glob("policy-*"):
+            if p.name not in keep:
+                p.unlink(missing_ok=True)
+        return path
+
+    # -- choose ------------------------------------------------------------------------------------------
+    def _check_page(self, title_ids: Sequence[str], exclude: Collection[str]) -> None:
+        if not isinstance(title_ids, Sequence) or isinstance(title_ids, str):
+            raise RequestError("titles", "must be a list of title ids")
+        if not title_ids:
+            raise RequestError("titles", "must name at least one title")
+        if len(title_ids) > self.config.max_titles:
+            raise RequestError("titles", f"{len(title_ids)} titles; at most {self.config.max_titles} per request")
+        seen = set()
+        for i, t in enumerate(title_ids):
+            if not isinstance(t, str) or not t:
+                raise RequestError(f"titles.{i}", "must be a non-empty string")
+            if t in seen:
+                raise RequestError(f"titles.{i}", f"duplicate title id {t!r}")
+            seen.add(t)
+        for i, a in enumerate(exclude):
+            if not isinstance(a, str) or not a:
+                raise RequestError(f"exclude.{i}", "must be a non-empty artwork id")
+
+    def _with_taste(self, user: UserContext, view: _CatalogView) -> UserContext:
+        if user.taste or not user.history:
+            return user
+        taste = taste_from_history(user.history, view.by_title)
+        if not taste:
+            return user
+        return UserContext(user.user_id, taste, user.history, user.device, user.hour, user.country, user.row)
+
+    def _image_url(self, artwork_id: str) -> str:
+        return f"{self.config.image_url_prefix}/v1/artworks/{artwork_id}/image"
+
+    def _remember_session(self, user_id: str, title_id: str, row: DecisionRow | NewDecision, expires: float) -> None:
+        self._sessions.setdefault(user_id, {})[title_id] = _Session(
+            row.event_id, row.chosen, float(row.probability), row.policy, int(row.version), float(expires)
+        )
+
+    def _purge_sessions(self) -> None:
+        now = self.clock()
+        with self._choose_lock:
+            for uid in list(self._sessions):
+                live = {t: s for t, s in self._sessions[uid].items() if s.expires > now}
+                if live:
+                    self._sessions[uid] = live
+                else:
+                    del self._sessions[uid]
+        self.events.purge_sessions(now)
+
+    def choose(self, user: UserContext, title_ids: Sequence[str], exclude: Collection[str] = ()) -> list[TitleChoice]:
+        """One artwork per title for this user, logged before returning.
+
+        Unknown titles and titles with nothing left to show get a per-title error. A title the
+        user saw within the session TTL gets the same artwork again (`repeat=True`, same event
+        id, nothing logged) as long as it is still allowed: a designer disable/pin or a request
+        exclusion takes precedence over stickiness.
+        """
+        self._check_page(title_ids, exclude)
+        view = self._refresh()
+        user = self._with_taste(user, view)
+        excl = frozenset(exclude)
+        out: list[TitleChoice] = []
+        fresh: list[NewDecision] = []
+        fsets: dict[str, str] = {}
+        with self._choose_lock:
+            now = self.clock()
+            sessions = self._sessions.get(user.user_id, {})
+            for tid in title_ids:
+                tv = view.titles.get(tid)
+                if tv is None:
+                    out.append(TitleChoice(tid, error="unknown_title", message=f"unknown title id {tid!r}"))
+                    continue
+                allowed = {c.artwork_id for c in tv.candidates} - tv.disabled - excl
+                if not allowed:
+                    msg = (f"title {tid!r} has no artworks" if not tv.candidates else
+                           f"all {len(tv.candidates)} artworks of title {tid!r} are disabled or excluded")
+                    out.append(TitleChoice(tid, error="no_candidates", message=msg))
+                    continue
+                s = sessions.get(tid)
+                if (s is not None and s.expires > now and s.chosen in allowed
+                        and (tv.pinned is None or tv.pinned not in allowed or tv.pinned == s.chosen)):
+                    out.append(TitleChoice(tid, s.chosen, self._image_url(s.chosen), s.event_id, s.probability,
+                                           s.policy, s.version, repeat=True))
+                    continue
+                try:
+                    d = self.policy.choose(user, tid, tv.candidates, excl, pinned=tv.pinned, disabled=tv.disabled)
+                except NoCandidatesError as e:
+                    out.append(TitleChoice(tid, error="no_candidates", message=str(e)))
+                    continue
+                except PolicyError as e:
+                    out.append(TitleChoice(tid, error="policy_error", message=str(e)))
+                    continue
+                nd = NewDecision(uuid.uuid4().hex, tid, list(d.distribution), tv.fs_key, d.chosen,
+                                 float(d.probability), dict(d.distribution), d.policy, int(d.version))
+                fresh.append(nd)
+                fsets[tv.fs_key] = tv.fs_json
+                out.append(TitleChoice(tid, d.chosen, self._image_url(d.chosen), nd.event_id, nd.probability,
+                                       nd.policy, nd.version))
+            # Logged (committed) before anyone sees the answer: a choice we cannot log is not served.
+            self.events.log_page(now, user.user_id, user.to_dict(), fresh, fsets,
+                                 now + self.config.feedback_window_s, now + self.config.session_ttl_s)
+            for nd in fresh:
+                self._remember_session(user.user_id, nd.title_id, nd, now + self.config.session_ttl_s)
+            self.counters["choose_requests"] += 1
+            self.counters["decisions"] += len(fresh)
+            self.counters["repeats"] += sum(c.repeat for c in out)
+            self.counters["title_errors"] += sum(c.error is not None for c in out)
+        return out
+
+    def distribution(
+        self, user: UserContext, title_ids: Sequence[str], exclude: Collection[str] = ()
+    ) -> dict[str, dict[str, Any]]:
+        """The policy's current distribution per title (debug; nothing logged, no sampling, no sessions)."""
+        self._check_page(title_ids, exclude)
+        view = self._refresh()
+        user = self._with_taste(user, view)
+        out: dict[str, dict[str, Any]] = {}
+        for tid in title_ids:
+            tv = view.titles.get(tid)
+            if tv is None:
+                out[tid] = {"error": "unknown_title", "message": f"unknown title id {tid!r}"}
+                continue
+            try:
+                dist = self.policy.distribution(user, tid, tv.candidates, exclude, pinned=tv.pinned, disabled=tv.disabled)
+            except PolicyError as e:
+                out[tid] = {"error": "no_candidates" if isinstance(e, NoCandidatesError) else "policy_error",
+                            "message": str(e)}
+                continue
+            out[tid] = {"distribution": dist, "policy": self.policy.name, "policy_version": self.policy.version}
+        return out
+
+    # -- feedback --------------------------------------------------------------------------------------
+    def reward_of(self, reward: Any = None, click: Any = None, play: Any = None, field: str = "") -> float:
+        """Validate one feedback's reward: a float in the configured range, or click/play flags."""
+        pre = f"{field}." if field else ""
+        has_flags = click is not None or play is not None
+        if reward is not None and has_flags:
+            raise RequestError(f"{pre}reward", "give either reward or click/play flags, not both")
+        if reward is None and not has_flags:
+            raise RequestError(f"{pre}reward", "give a reward or click/play flags")
+        if reward is not None:
+            if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(float(reward)):
+                raise RequestError(f"{pre}reward", f"must be a finite number, got {reward!r}")
+            lo, hi = self.config.reward_min, self.config.reward_max
+            if not lo <= float(reward) <= hi:
+                raise RequestError(f"{pre}reward", f"must be within [{lo}, {hi}], got {reward}")
+            return float(reward)
+        for name, v in (("click", click), ("play", play)):
+            if v is not None and not isinstance(v, bool):
+                raise RequestError(f"{pre}{name}", f"must be true or false, got {v!r}")
+        return max(self.config.click_reward if click else 0.0, self.config.play_reward if play else 0.0)
+
+    def _feedback_one(self, event_id: str, reward: float, click: bool | None, play: bool | None) -> FeedbackOutcome:
+        with self._learn_lock:
+            res = self.events.join_feedback(event_id, reward, self.clock(), click, play)
+            if res.finalized and res.row is not None:
+                self._learn_row(res.row)
+        self.counters[f"feedback_{res.status}"] += 1
+        if res.status == "expired" and res.finalized:
+            self.counters["windows_closed"] += 1
+        msg = {
+            "joined": "feedback joined to its decision",
+            "duplicate": "feedback for this event was already recorded; nothing changed",
+            "not_found": f"unknown event id {event_id!r}",
+            "expired": f"the feedback window of event {event_id!r} has closed (recorded as reward 0)",
+        }[res.status]
+        return FeedbackOutcome(event_id, res.status, res.status == "joined", res.reward, msg)
+
+    def feedback(self, event_id: str, *, reward: Any = None, click: Any = None, play: Any = None) -> FeedbackOutcome:
+        """Join one outcome to its decision and learn from it; idempotent per event."""
+        if not isinstance(event_id, str) or not event_id:
+            raise RequestError("event_id", "must be a non-empty string")
+        r = self.reward_of(reward, click, play)
+        return self._feedback_one(event_id, r, click, play)
+
+    def feedback_many(self, items: Sequence[Mapping[str, Any]]) -> list[FeedbackOutcome]:
+        """Batch feedback: every item is validated before any is stored (all or nothing on bad input)."""
+        if not items:
+            raise RequestError("events", "must hold at least one event")
+        if len(items) > self.config.max_batch:
+            raise RequestError("events", f"{len(items)} events; at most {self.config.max_batch} per batch")
+        checked = []
+        for i, it in enumerate(items):
+            eid = it.get("event_id")
+            if not isinstance(eid, str) or not eid:
+                raise RequestError(f"events.{i}.event_id", "must be a non-empty string")
+            r = self.reward_of(it.get("reward"), it.get("click"), it.get("play"), field=f"events.{i}")
+            checked.append((eid, r, it.get("click"), it.get("play")))
+        return [self._feedback_one(*c) for c in checked]
+
+    # -- catalog views and designer controls ----------------------------------------------------------
+    def title_artworks(self, title_id: str) -> list[dict[str, Any]]:
+        """A title's candidates with tags, flags and running stats (impressions, clicks, take rate)."""
+        view = self._refresh()
+        tv = view.titles.get(title_id)
+        if tv is None:
+            raise NotFoundError(f"unknown title id {title_id!r}")
+        stats = self.events.artwork_stats(a.artwork_id for a in tv.artworks)
+        out = []
+        for a in tv.artworks:
+            imp, closed, clicks, rsum = stats.get(a.artwork_id, (0, 0, 0, 0.0))
+            out.append({
+                "artwork_id": a.artwork_id,
+                "image_url": self._image_url(a.artwork_id),
+                "sha256": a.sha256,
+                "width": a.width,
+                "height": a.height,
+                "source": a.source,
+                "disabled": a.disabled,
+                "pinned": a.pinned,
+                "tags": {"moods": a.tags.moods, "genres": a.tags.genres, "actors": a.tags.actors,
+                         "actors_present": a.tags.actors_present},
+                "stats": {
+                    "impressions": imp,
+                    "outcomes": closed,  # impressions whose reward is known (joined or window closed)
+                    "clicks": clicks,
+                    "reward_sum": rsum,
+                    # Beta(1, 1)-smoothed, so a new artwork reads 0.5 rather than 0/0.
+                    "take_rate": (clicks + 1) / (closed + 2),
+                },
+            })
+        return out
+
+    def image(self, artwork_id: str) -> tuple[bytes, str, str]:
+        """(bytes, sha256, content type) of an artwork's image."""
+        view = self._refresh()
+        a = view.artworks.get(artwork_id)
+        data = self.catalog.image_bytes(artwork_id) if a is not None else None
+        if a is None or data is None:
+            raise NotFoundError(f"unknown artwork id {artwork_id!r}")
+        return data, a.sha256, _content_type(data)
+
+    def image_etag(self, artwork_id: str) -> str:
+        """The sha256 of an artwork's image without reading its bytes."""
+        a = self._refresh().artworks.get(artwork_id)
+        if a is None:
+            raise NotFoundError(f"unknown artwork id {artwork_id!r}")
+        return a.sha256
+
+    def set_flags(self, artwork_id: str, *, pinned: bool | None = None, disabled: bool | None = None) -> dict[str, Any]:
+        """Designer controls; effective from the next request (the cached catalog view is dropped)."""
+        try:
+            self.catalog.set_flags(artwork_id, pinned=pinned, disabled=disabled)
+        except StoreError as e:
+            raise NotFoundError(str(e)) from e
+        a = self._refresh(force=True).artworks[artwork_id]
+        return {"artwork_id": a.artwork_id, "title_id": a.title_id, "pinned": a.pinned, "disabled": a.disabled}
+
+    def pin(self, title_id: str, artwork_id: str) -> dict[str, Any]:
+        """Pin `artwork_id` for its title (replacing any earlier pin)."""
+        a = self._refresh().artworks.get(artwork_id)
+        if a is None:
+            raise NotFoundError(f"unknown artwork id {artwork_id!r}")
+        if a.title_id != title_id:
+            raise RequestError("artwork_id", f"artwork {artwork_id!r} belongs to title {a.title_id!r}, not {title_id!r}")
+        return self.set_flags(artwork_id, pinned=True)
+
+    def unpin(self, title_id: str) -> dict[str, Any]:
+        """Remove a title's pin (no-op when none)."""
+        tv = self._refresh().titles.get(title_id)
+        if tv is None:
+            raise NotFoundError(f"unknown title id {title_id!r}")
+        if tv.pinned is not None:
+            self.set_flags(tv.pinned, pinned=False)
+        return {"title_id": title_id, "pinned": None}
+
+    def user_session(self, user_id: str) -> dict[str, Any]:
+        """The user's live sticky choices; NotFoundError when the user has none."""
+        now = self.clock()
+        with self._choose_lock:
+            live = {t: s for t, s in self._sessions.get(user_id, {}).items() if s.expires > now}
+        if not live:
+            raise NotFoundError(f"unknown user {user_id!r}: no decisions within the session TTL")
+        return {"user_id": user_id, "titles": {t: {"artwork_id": s.chosen, "event_id": s.event_id,
+                                                   "expires": s.expires} for t, s in sorted(live.items())}}
+
+    # -- status -------------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """Liveness plus the few facts an operator checks first."""
+        view = self._refresh()
+        return {
+            "status": "ok" if self.started else "starting",
+            "policy": self.policy.name,
+            "policy_version": self.policy.version,
+            "learned_seq": self.learned_seq,
+            "encoder": self.catalog.encoder_id,
+            "titles": len(view.titles),
+            "artworks": len(view.artworks),
+        }
+
+    def metrics(self) -> dict[str, float]:
+        """Counters and gauges (names without the Prometheus prefix)."""
+        counts = self.events.counts()
+        done = counts["joined"] + counts["closed"]
+        m: dict[str, float] = {f"{k}_total": float(v) for k, v in self.counters.items()}
+        m.update({
+            "log_decisions": counts["decisions"],
+            "log_feedback": counts["feedback"],
+            "open_windows": counts["open"],
+            "join_rate": counts["joined"] / done if done else 0.0,
+            "policy_version": self.policy.version,
+            "learned_seq": self.learned_seq,
+            "store_bytes": self.catalog.stats()["file_bytes"],
+            "event_log_bytes": self.events.file_bytes(),
+        })
+        return m
+
+    def metrics_text(self) -> str:
+        """Prometheus text exposition format."""
+        help_ = {
+            "join_rate": "share of closed decisions that received feedback",
+            "open_windows": "decisions still waiting for feedback",
+            "policy_version": "number of updates the policy has learned",
+            "store_bytes": "catalog size on disk",
+            "event_log_bytes": "event log size on disk",
+        }
+        lines = []
+        for k, v in self.metrics().items():
+            name = f"artwork_{k}"
+            kind = "counter" if k.endswith("_total") else "gauge"
+            lines.append(f"# HELP {name} {help_.get(k, k.replace('_', ' '))}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.append(f"{name} {v:.10g}")
+        enc = (self.catalog.encoder_id or "none").replace("\\", "\\\\").replace('"', '\\"')
+        lines += ["# HELP artwork_encoder_info encoder of the catalog's embeddings", "# TYPE artwork_encoder_info gauge",
+                  f'artwork_encoder_info{{encoder="{enc}"}} 1',
+                  "# HELP artwork_policy_info policy being served", "# TYPE artwork_policy_info gauge",
+                  f'artwork_policy_info{{policy="{self.policy.name}"}} 1']
+        return "\n".join(lines) + "\n"
+
+
+def context_from_request(data: Mapping[str, Any]) -> UserContext:
+    """UserContext from a request's user fields; ContextError becomes a RequestError naming the field."""
+    try:
+        return UserContext.from_dict({k: v for k, v in data.items() if v is not None or k == "user_id"})
+    except ContextError as e:
+        msg = str(e)
+        fld = msg.split(" ", 1)[0].split("[", 1)[0]
+        raise RequestError(fld if fld.isidentifier() else "context", msg) from e
+
+
+__all__ += ["context_from_request"]

@@ -1,0 +1,418 @@
+"""The serving event log: one SQLite file (WAL) holding every decision, feedback, join and snapshot.
+
+Why SQLite and not the Parquet decision log: the server must have a decision on disk *before* it
+answers, join feedback to it later, close reward windows after a restart and know which events a
+policy snapshot already includes. All of that is transactional row updates, which Parquet is not.
+`EventLog.records()` converts back to `DecisionRecord`s for offline evaluation.
+
+Durability: WAL with synchronous=NORMAL. A commit is in the WAL file (the OS page cache) when
+`commit` returns, so a process killed with SIGKILL loses nothing it acknowledged; only a power
+cut can lose the last transactions, which `durable=True` (synchronous=FULL) also covers.
+
+Size: a 40-title page writes one `requests` row (the user context, once) and 40 small `decisions`
+rows; candidate features are stored once per distinct feature set (`featuresets`, keyed by a
+hash), not once per decision, because they only change when the catalog does.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bandit.decisions import DecisionRecord
+
+__all__ = ["EventLog", "DecisionRow", "FinalizeResult", "NewDecision", "SCHEMA"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, user_id TEXT NOT NULL,
+    context TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS featuresets (fs_key TEXT PRIMARY KEY, features TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    request_id INTEGER NOT NULL REFERENCES requests(request_id),
+    time REAL NOT NULL, user_id TEXT NOT NULL, title_id TEXT NOT NULL,
+    candidates TEXT NOT NULL, fs_key TEXT NOT NULL REFERENCES featuresets(fs_key),
+    chosen TEXT NOT NULL, probability REAL NOT NULL, distribution TEXT NOT NULL,
+    policy TEXT NOT NULL, version INTEGER NOT NULL,
+    deadline REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'joined', 'closed')),
+    reward REAL, final_time REAL, learn_seq INTEGER UNIQUE);
+CREATE INDEX IF NOT EXISTS decisions_open ON decisions(deadline) WHERE status = 'open';
+CREATE TABLE IF NOT EXISTS feedback (
+    event_id TEXT PRIMARY KEY REFERENCES decisions(event_id), time REAL NOT NULL,
+    reward REAL NOT NULL, click INTEGER, play INTEGER);
+CREATE TABLE IF NOT EXISTS sessions (
+    user_id TEXT NOT NULL, title_id TEXT NOT NULL, event_id TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (user_id, title_id));
+CREATE TABLE IF NOT EXISTS artwork_stats (
+    artwork_id TEXT PRIMARY KEY, impressions INTEGER NOT NULL DEFAULT 0,
+    closed INTEGER NOT NULL DEFAULT 0, clicks INTEGER NOT NULL DEFAULT 0,
+    reward_sum REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, path TEXT NOT NULL,
+    learned_seq INTEGER NOT NULL, version INTEGER NOT NULL);
+"""
+
+_DECISION_COLS = (
+    "d.seq, d.event_id, d.time, d.user_id, d.title_id, d.candidates, d.fs_key, d.chosen, d.probability, "
+    "d.distribution, d.policy, d.version, d.deadline, d.status, d.reward, d.learn_seq, r.context"
+)
+
+
+@dataclass
+class DecisionRow:
+    """One logged decision as stored (JSON columns still encoded; the engine decodes what it needs)."""
+
+    seq: int
+    event_id: str
+    time: float
+    user_id: str
+    title_id: str
+    candidates: str  # JSON list of offered artwork ids, in order
+    fs_key: str
+    chosen: str
+    probability: float
+    distribution: str  # JSON artwork_id -> probability
+    policy: str
+    version: int
+    deadline: float
+    status: str
+    reward: float | None
+    learn_seq: int | None
+    context: str  # JSON UserContext.to_dict()
+
+    @classmethod
+    def from_sql(cls, row: Sequence[Any]) -> DecisionRow:
+        """Build from a row selected with `_DECISION_COLS`."""
+        return cls(*row)
+
+
+@dataclass
+class FinalizeResult:
+    """Outcome of posting feedback for one event."""
+
+    status: str  # "joined" | "duplicate" | "not_found" | "expired"
+    row: DecisionRow | None = None  # the decision, when it exists
+    reward: float | None = None  # the reward now on record (for duplicates: the original one)
+    finalized: bool = False  # True when this call closed the decision (it then has a learn_seq to learn)
+
+
+@dataclass
+class NewDecision:
+    """What the engine hands `log_page` for one fresh decision."""
+
+    event_id: str
+    title_id: str
+    candidates: list[str]
+    fs_key: str
+    chosen: str
+    probability: float
+    distribution: dict[str, float]
+    policy: str
+    version: int
+
+
+def _dumps(obj: Any) -> str:
+    # allow_nan=False: a NaN in the log would poison every later replay.
+    return json.dumps(obj, allow_nan=False, separators=(",", ":"))
+
+
+class EventLog:
+    """A connection to one event-log file, shared by the threads of one server process."""
+
+    def __init__(self, path: str | Path, *, durable: bool = False, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self.transaction() as db:
+            for stmt in SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+
+    def close(self) -> None:
+        """Close the connection (checkpointing the WAL)."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT under the connection lock; rolled back on any exception."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- meta ---------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        """A stored setting (e.g. the embedding projection), or None."""
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a setting."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- decisions ------------------------------------------------------------------------------
+    def log_page(
+        self,
+        now: float,
+        user_id: str,
+        context: dict[str, Any],
+        decisions: Sequence[NewDecision],
+        featuresets: dict[str, str],
+        deadline: float,
+        session_expires: float,
+    ) -> None:
+        """Write one page's fresh decisions, their sessions and impression counts in one transaction.
+
+        `featuresets` maps fs_key -> JSON for the feature sets the decisions reference; existing
+        keys are left alone (same key, same content).
+        """
+        if not decisions:
+            return
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO requests (time, user_id, context) VALUES (?, ?, ?)", (now, user_id, _dumps(context))
+            )
+            request_id = cur.lastrowid
+            db.executemany(
+                "INSERT OR IGNORE INTO featuresets (fs_key, features) VALUES (?, ?)", list(featuresets.items())
+            )
+            db.executemany(
+                "INSERT INTO decisions (event_id, request_id, time, user_id, title_id, candidates, fs_key, "
+                "chosen, probability, distribution, policy, version, deadline) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        d.event_id, request_id, now, user_id, d.title_id, _dumps(d.candidates), d.fs_key,
+                        d.chosen, float(d.probability), _dumps(d.distribution), d.policy, int(d.version), deadline,
+                    )
+                    for d in decisions
+                ],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO sessions (user_id, title_id, event_id, expires) VALUES (?, ?, ?, ?)",
+                [(user_id, d.title_id, d.event_id, session_expires) for d in decisions],
+            )
+            db.executemany(
+                "INSERT INTO artwork_stats (artwork_id, impressions) VALUES (?, 1) "
+                "ON CONFLICT(artwork_id) DO UPDATE SET impressions = impressions + 1",
+                [(d.chosen,) for d in decisions],
+            )
+
+    def decision(self, event_id: str) -> DecisionRow | None:
+        """One decision by event id."""
+        rows = self._query(
+            f"SELECT {_DECISION_COLS} FROM decisions d JOIN requests r USING (request_id) WHERE d.event_id=?",
+            (event_id,),
+        )
+        return DecisionRow.from_sql(rows[0]) if rows else None
+
+    def featureset(self, fs_key: str) -> str | None:
+        """The JSON feature set {artwork_id: features} stored under `fs_key`."""
+        rows = self._query("SELECT features FROM featuresets WHERE fs_key=?", (fs_key,))
+        return rows[0][0] if rows else None
+
+    # -- joins and reward windows --------------------------------------------------------------
+    def _finalize(self, db: sqlite3.Connection, event_id: str, reward: float, status: str, now: float) -> int:
+        # learn_seq orders learning: live learning and restart replay apply rewards in this order,
+        # which is what makes a restored policy identical to the one that was killed.
+        learn_seq = db.execute("SELECT COALESCE(MAX(learn_seq), 0) + 1 FROM decisions").fetchone()[0]
+        db.execute(
+            "UPDATE decisions SET status=?, reward=?, final_time=?, learn_seq=? WHERE event_id=?",
+            (status, reward, now, learn_seq, event_id),
+        )
+        return int(learn_seq)
+
+    def _select_decision(self, db: sqlite3.Connection, event_id: str) -> DecisionRow | None:
+        row = db.execute(
+            f"SELECT {_DECISION_COLS} FROM decisions d JOIN requests r USING (request_id) WHERE d.event_id=?",
+            (event_id,),
+        ).fetchone()
+        return DecisionRow.from_sql(row) if row else None
+
+    @staticmethod
+    def _count_outcome(db: sqlite3.Connection, artwork_id: str, reward: float) -> None:
+        db.execute(
+            "UPDATE artwork_stats SET closed = closed + 1, clicks = clicks + ?, reward_sum = reward_sum + ? "
+            "WHERE artwork_id=?",
+            (1 if reward > 0 else 0, reward, artwork_id),
+        )
+
+    def join_feedback(
+        self, event_id: str, reward: float, now: float, click: bool | None = None, play: bool | None = None
+    ) -> FinalizeResult:
+        """Join feedback to its decision, once.
+
+        An open decision becomes 'joined' with this reward and a learn_seq; a decision whose window
+        has passed (even if the closing timer has not run yet) is closed with reward 0 and the
+        feedback is refused as expired, so the outcome never depends on timer jitter. A second
+        post for a joined event changes nothing.
+        """
+        with self.transaction() as db:
+            row = self._select_decision(db, event_id)
+            if row is None:
+                return FinalizeResult("not_found")
+            if row.status == "joined":
+                return FinalizeResult("duplicate", row, row.reward)
+            if row.status == "closed":
+                return FinalizeResult("expired", row, row.reward)
+            if now >= row.deadline:
+                self._finalize(db, event_id, 0.0, "closed", now)
+                self._count_outcome(db, row.chosen, 0.0)
+                return FinalizeResult("expired", self._select_decision(db, event_id), 0.0, finalized=True)
+            db.execute(
+                "INSERT INTO feedback (event_id, time, reward, click, play) VALUES (?, ?, ?, ?, ?)",
+                (event_id, now, reward, None if click is None else int(click), None if play is None else int(play)),
+            )
+            self._finalize(db, event_id, reward, "joined", now)
+            self._count_outcome(db, row.chosen, reward)
+            return FinalizeResult("joined", self._select_decision(db, event_id), reward, finalized=True)
+
+    def close_expired(self, now: float, limit: int = 5000) -> list[DecisionRow]:
+        """Close up to `limit` open decisions whose window has passed (reward 0), oldest deadline first.
+
+        Returns the closed rows in learn_seq order, for the caller to learn from.
+        """
+        with self.transaction() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT event_id FROM decisions WHERE status='open' AND deadline <= ? ORDER BY deadline, seq LIMIT ?",
+                    (now, limit),
+                ).fetchall()
+            ]
+            out = []
+            for eid in ids:
+                self._finalize(db, eid, 0.0, "closed", now)
+                row = self._select_decision(db, eid)
+                assert row is not None
+                self._count_outcome(db, row.chosen, 0.0)
+                out.append(row)
+            return out
+
+    def finalized_after(self, learn_seq: int, batch: int = 2000) -> Iterator[DecisionRow]:
+        """Finalized decisions with learn_seq > `learn_seq`, in learn_seq order (restart replay)."""
+        last = learn_seq
+        while True:
+            rows = self._query(
+                f"SELECT {_DECISION_COLS} FROM decisions d JOIN requests r USING (request_id) "
+                "WHERE d.learn_seq > ? ORDER BY d.learn_seq LIMIT ?",
+                (last, batch),
+            )
+            if not rows:
+                return
+            for r in rows:
+                row = DecisionRow.from_sql(r)
+                last = int(row.learn_seq)  # type: ignore[arg-type]
+                yield row
+
+    def max_learn_seq(self) -> int:
+        """The highest learn_seq handed out so far (0 when none)."""
+        return int(self._query("SELECT COALESCE(MAX(learn_seq), 0) FROM decisions")[0][0])
+
+    # -- sessions ---------------------------------------------------------------------------------
+    def active_sessions(self, now: float) -> list[DecisionRow]:
+        """The decision behind every (user, title) session that has not expired."""
+        rows = self._query(
+            f"SELECT {_DECISION_COLS}, s.expires FROM sessions s JOIN decisions d ON d.event_id = s.event_id "
+            "JOIN requests r ON r.request_id = d.request_id WHERE s.expires > ?",
+            (now,),
+        )
+        out = []
+        for r in rows:
+            row = DecisionRow.from_sql(r[:-1])
+            row.session_expires = float(r[-1])  # type: ignore[attr-defined]
+            out.append(row)
+        return out
+
+    def purge_sessions(self, now: float) -> int:
+        """Delete expired sessions; returns how many."""
+        with self.transaction() as db:
+            return db.execute("DELETE FROM sessions WHERE expires <= ?", (now,)).rowcount
+
+    # -- stats and snapshots ----------------------------------------------------------------------
+    def artwork_stats(self, artwork_ids: Iterable[str]) -> dict[str, tuple[int, int, int, float]]:
+        """artwork_id -> (impressions, closed, clicks, reward_sum) for the ids that have any."""
+        ids = list(artwork_ids)
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._query(
+            f"SELECT artwork_id, impressions, closed, clicks, reward_sum FROM artwork_stats WHERE artwork_id IN ({marks})",
+            tuple(ids),
+        )
+        return {r[0]: (int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows}
+
+    def counts(self) -> dict[str, int]:
+        """Decisions by status, feedback rows and requests (for metrics and tests)."""
+        out = {"open": 0, "joined": 0, "closed": 0}
+        for status, n in self._query("SELECT status, COUNT(*) FROM decisions GROUP BY status"):
+            out[status] = int(n)
+        out["decisions"] = out["open"] + out["joined"] + out["closed"]
+        out["feedback"] = int(self._query("SELECT COUNT(*) FROM feedback")[0][0])
+        out["requests"] = int(self._query("SELECT COUNT(*) FROM requests")[0][0])
+        return out
+
+    def record_snapshot(self, now: float, path: str, learned_seq: int, version: int) -> None:
+        """Note that the policy file at `path` includes every event with learn_seq <= `learned_seq`."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO snapshots (time, path, learned_seq, version) VALUES (?, ?, ?, ?)",
+                (now, path, learned_seq, version),
+            )
+
+    def snapshots(self) -> list[tuple[str, int, int]]:
+        """(path, learned_seq, version) of every recorded snapshot, newest first."""
+        return [(p, int(s), int(v)) for p, s, v in self._query(
+            "SELECT path, learned_seq, version FROM snapshots ORDER BY id DESC")]
+
+    def file_bytes(self) -> int:
+        """Size of the log on disk, WAL included."""
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+
+    # -- export -----------------------------------------------------------------------------------
+    def records(self) -> list[DecisionRecord]:
+        """Every decision as a `DecisionRecord` (reward None while its window is open), for offline evaluation."""
+        fs_cache: dict[str, dict[str, dict[str, float]]] = {}
+        out = []
+        for r in self._query(
+            f"SELECT {_DECISION_COLS} FROM decisions d JOIN requests r USING (request_id) ORDER BY d.seq"
+        ):
+            row = DecisionRow.from_sql(r)
+            if row.fs_key not in fs_cache:
+                fs_cache[row.fs_key] = json.loads(self.featureset(row.fs_key) or "{}")
+            feats = fs_cache[row.fs_key]
+            cands = json.loads(row.candidates)
+            out.append(
+                DecisionRecord(
+                    event_id=row.event_id, time=row.time, user_id=row.user_id, title_id=row.title_id,
+                    context=json.loads(row.context), candidates=cands,
+                    candidate_features=[dict(feats.get(a, {})) for a in cands], chosen=row.chosen,
+                    probability=row.probability, policy=row.policy, version=row.version, reward=row.reward,
+                    distribution=json.loads(row.distribution),
+                )
+            )
+        return out

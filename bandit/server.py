@@ -1,0 +1,417 @@
+"""HTTP service over `bandit.engine.Engine`: `create_app(config)` and the `artwork serve` command.
+
+One process, one engine: the policy lives in memory and learns from every joined event, so the
+service runs as a single uvicorn worker (pages are ~ms of work; scale out by sharding users).
+Handlers are plain `def`: Starlette runs them in its thread pool, so SQLite commits never stall
+the event loop, and the engine's locks keep decisions and learning ordered.
+
+Run it: `artwork --store catalog.db serve --port 8000` or `python -m bandit.server --store catalog.db`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional, Union
+
+import click
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from bandit.engine import POLICY_KINDS, Engine, EngineConfig, FeedbackOutcome, NotFoundError, RequestError, context_from_request
+
+__all__ = ["ServeConfig", "create_app", "serve_command", "main"]
+
+log = logging.getLogger("artwork.server")
+
+Number = Union[StrictFloat, StrictInt]
+
+
+@dataclass
+class ServeConfig:
+    """Where the catalog is, how to listen, and the engine's settings."""
+
+    store: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None  # when set, every POST/DELETE needs header X-API-Key
+    max_body_bytes: int = 1_000_000  # larger bodies get 413 before they are read
+    log_level: str = "warning"
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+# -- request / response models ---------------------------------------------------------------------
+# extra="forbid" + strict types: a typo'd field or a "3" for an int is a 422 naming the field,
+# not a silently different request.
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RequestContext(_In):
+    """Where and when the page is shown."""
+
+    device: Optional[StrictStr] = Field(None, min_length=1, examples=["tv"])
+    hour: Optional[StrictInt] = Field(None, ge=0, le=23, description="local hour 0..23")
+    country: Optional[StrictStr] = Field(None, min_length=1, examples=["US"])
+    row: Optional[StrictInt] = Field(None, ge=0, description="0-based page row")
+
+
+class ChooseRequest(_In):
+    """A page: one artwork is chosen for each title."""
+
+    user_id: StrictStr = Field(..., min_length=1)
+    taste: Optional[dict[StrictStr, Number]] = Field(
+        None, description='affinities like {"genre:crime": 0.8, "mood:dark": 0.4}', examples=[{"genre:crime": 0.8}]
+    )
+    history: Optional[list[StrictStr]] = Field(None, description="watched title ids; builds a taste profile when taste is absent")
+    context: Optional[RequestContext] = None
+    titles: list[StrictStr] = Field(..., min_length=1, description="title ids (at most max_titles)")
+    exclude: list[StrictStr] = Field(default_factory=list, description="artwork ids never to show in this request")
+
+
+class TitleResult(BaseModel):
+    """One title's choice, or its error (the rest of the page is still served)."""
+
+    title_id: str
+    artwork_id: Optional[str] = None
+    image_url: Optional[str] = None
+    event_id: Optional[str] = None
+    probability: Optional[float] = None
+    policy: Optional[str] = None
+    policy_version: Optional[int] = None
+    repeat: bool = False
+    error: Optional[str] = Field(None, description="unknown_title | no_candidates | policy_error")
+    message: Optional[str] = None
+
+
+class ChooseResponse(BaseModel):
+    """The page's choices, in request order."""
+
+    user_id: str
+    results: list[TitleResult]
+
+
+class FeedbackIn(_In):
+    """An outcome for one decision: reward, or click/play flags."""
+
+    event_id: StrictStr = Field(..., min_length=1)
+    reward: Optional[Number] = Field(None, description="in the configured range (default 0..1)")
+    click: Optional[StrictBool] = None
+    play: Optional[StrictBool] = None
+
+
+class FeedbackBatchIn(_In):
+    """Many outcomes at once; validated as a whole before anything is stored."""
+
+    events: list[FeedbackIn] = Field(..., min_length=1)
+
+
+class FeedbackOut(BaseModel):
+    """What the post did: joined, duplicate (nothing changed), not_found or expired."""
+
+    event_id: str
+    status: str
+    changed: bool
+    reward: Optional[float] = None
+    message: str = ""
+
+
+class FeedbackBatchOut(BaseModel):
+    results: list[FeedbackOut]
+
+
+class PinIn(_In):
+    artwork_id: StrictStr = Field(..., min_length=1)
+
+
+class DistributionRequest(ChooseRequest):
+    """Same body as /v1/choose; answers with the policy's distributions and logs nothing."""
+
+
+# -- middleware ------------------------------------------------------------------------------------
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over `limit` bytes with 413: by Content-Length before reading, else while streaming."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def _refuse(self, send: Callable[..., Awaitable[None]]) -> None:
+        body = json.dumps({"detail": f"request body larger than {self.limit} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: dict, receive: Callable[..., Awaitable[dict]], send: Callable[..., Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for k, v in scope.get("headers", ()):
+            if k == b"content-length":
+                if not v.isdigit() or int(v) > self.limit:
+                    await self._refuse(send)
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:  # chunked upload without Content-Length
+                    raise _TooLarge
+            return msg
+
+        async def tracking_send(msg: dict) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+
+# -- app -------------------------------------------------------------------------------------------
+
+
+def _field_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+        out.append({"field": ".".join(loc) or "body", "reason": e.get("msg", "invalid"), "type": e.get("type", "")})
+    return out
+
+
+def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
+    """The FastAPI app; the engine starts in the lifespan and is closed (snapshotted) on shutdown."""
+    state: dict[str, Engine] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        eng = engine or Engine(config.store, config.engine)
+        eng.start()
+        state["engine"] = eng
+        app.state.engine = eng
+        try:
+            yield
+        finally:
+            eng.close()
+
+    app = FastAPI(
+        title="artwork-engine",
+        version="1",
+        description="Personalised artwork selection: choose an artwork per title, post feedback, the policy learns online.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
+
+    def eng() -> Engine:
+        return state["engine"]
+
+    def require_key(x_api_key: Optional[str] = Header(None, description="required when the server has an API key")) -> None:
+        if config.api_key is None:
+            return
+        if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), config.api_key.encode()):
+            raise _Unauthorized()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": "validation", "detail": _field_errors(list(exc.errors()))}, status_code=422)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"error": "validation", "detail": [{"field": exc.field, "reason": exc.reason, "type": "value_error"}]},
+                            status_code=422)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"error": "not_found", "detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(_Unauthorized)
+    async def _unauth(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": "unauthorized", "detail": "missing or wrong API key (header X-API-Key)"},
+                            status_code=401, headers={"WWW-Authenticate": "ApiKey"})
+
+    writes = [Depends(require_key)]
+
+    def _user(body: ChooseRequest) -> Any:
+        ctx = body.context.model_dump() if body.context else {}
+        return context_from_request({"user_id": body.user_id, "taste": body.taste or {}, "history": body.history or [], **ctx})
+
+    @app.post("/v1/choose", response_model=ChooseResponse, dependencies=writes, tags=["decisions"])
+    def choose(body: ChooseRequest) -> dict[str, Any]:
+        """Choose an artwork per title; each decision is logged before the response is sent."""
+        results = eng().choose(_user(body), body.titles, body.exclude)
+        return {"user_id": body.user_id, "results": [r.to_dict() for r in results]}
+
+    @app.post("/v1/policy/distribution", dependencies=writes, tags=["debug"])
+    def distribution(body: DistributionRequest) -> dict[str, Any]:
+        """The policy's current probabilities per title (nothing logged, no sticky sessions)."""
+        return {"user_id": body.user_id, "titles": eng().distribution(_user(body), body.titles, body.exclude)}
+
+    def _outcome_response(o: FeedbackOutcome) -> JSONResponse:
+        code = 404 if o.status in ("not_found", "expired") else 200
+        return JSONResponse(o.to_dict(), status_code=code)
+
+    @app.post("/v1/feedback", response_model=FeedbackOut, dependencies=writes, tags=["feedback"],
+              responses={404: {"description": "unknown or expired event"}})
+    def feedback(body: FeedbackIn) -> JSONResponse:
+        """Join an outcome to its decision; a repeat post changes nothing and says so (status duplicate)."""
+        return _outcome_response(eng().feedback(body.event_id, reward=body.reward, click=body.click, play=body.play))
+
+    @app.post("/v1/feedback/batch", response_model=FeedbackBatchOut, dependencies=writes, tags=["feedback"])
+    def feedback_batch(body: FeedbackBatchIn) -> dict[str, Any]:
+        """Many outcomes; each result has its own status (joined / duplicate / not_found / expired)."""
+        out = eng().feedback_many([e.model_dump() for e in body.events])
+        return {"results": [o.to_dict() for o in out]}
+
+    @app.get("/v1/titles/{title_id}/artworks", tags=["catalog"])
+    def title_artworks(title_id: str) -> dict[str, Any]:
+        """A title's candidates with tags, designer flags and running stats."""
+        return {"title_id": title_id, "artworks": eng().title_artworks(title_id)}
+
+    @app.get("/v1/artworks/{artwork_id}/image", tags=["catalog"],
+             responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}, 304: {}})
+    def image(artwork_id: str, if_none_match: Optional[str] = Header(None)) -> Response:
+        """The image bytes; ETag is the sha256, immutable caching, 304 on a matching If-None-Match."""
+        e = eng()
+        etag = f'"{e.image_etag(artwork_id)}"'
+        headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}
+        if if_none_match is not None:
+            tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+            if etag in tags or "*" in tags:
+                return Response(status_code=304, headers=headers)
+        data, _, ctype = e.image(artwork_id)
+        return Response(content=data, media_type=ctype, headers=headers)
+
+    @app.post("/v1/titles/{title_id}/pin", dependencies=writes, tags=["designer"])
+    def pin(title_id: str, body: PinIn) -> dict[str, Any]:
+        """Pin an artwork for its title: everybody sees it from the next request on."""
+        return eng().pin(title_id, body.artwork_id)
+
+    @app.delete("/v1/titles/{title_id}/pin", dependencies=writes, tags=["designer"])
+    def unpin(title_id: str) -> dict[str, Any]:
+        """Remove a title's pin."""
+        return eng().unpin(title_id)
+
+    @app.post("/v1/artworks/{artwork_id}/disable", dependencies=writes, tags=["designer"])
+    def disable(artwork_id: str) -> dict[str, Any]:
+        """Never show this artwork again (until enabled)."""
+        return eng().set_flags(artwork_id, disabled=True)
+
+    @app.post("/v1/artworks/{artwork_id}/enable", dependencies=writes, tags=["designer"])
+    def enable(artwork_id: str) -> dict[str, Any]:
+        """Undo a disable."""
+        return eng().set_flags(artwork_id, disabled=False)
+
+    @app.get("/v1/users/{user_id}/session", tags=["decisions"])
+    def user_session(user_id: str) -> dict[str, Any]:
+        """The user's sticky choices within the session TTL (404 for a user with none)."""
+        return eng().user_session(user_id)
+
+    @app.get("/health", tags=["ops"])
+    def health() -> dict[str, Any]:
+        """Liveness, policy version, encoder, catalog size."""
+        return eng().health()
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"])
+    def metrics() -> PlainTextResponse:
+        """Prometheus text format."""
+        return PlainTextResponse(eng().metrics_text(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--api-key", envvar="ARTWORK_API_KEY", default=None, help="require X-API-Key on writes [$ARTWORK_API_KEY]")
+@click.option("--events", default=None, help="event log path [default: STORE.events.db]")
+@click.option("--snapshot-dir", default=None, help="policy snapshots [default: STORE.snapshots/]")
+@click.option("--policy", type=click.Choice(POLICY_KINDS), default="vw", show_default=True)
+@click.option("--exploration", default="squarecb", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--max-titles", default=200, show_default=True, type=int)
+@click.option("--max-body-bytes", default=1_000_000, show_default=True, type=int)
+@click.option("--session-ttl", default=86400.0, show_default=True, type=float, help="seconds")
+@click.option("--feedback-window", default=1800.0, show_default=True, type=float, help="seconds")
+@click.option("--snapshot-interval", default=60.0, show_default=True, type=float, help="seconds")
+@click.option("--close-interval", default=1.0, show_default=True, type=float, help="seconds")
+@click.option("--reward-range", nargs=2, type=float, default=(0.0, 1.0), show_default=True)
+@click.option("--durable", is_flag=True, help="fsync every commit (survive power loss, slower)")
+@click.option("--log-level", default="warning", show_default=True)
+@click.pass_context
+def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None, events: str | None,
+                  snapshot_dir: str | None, policy: str, exploration: str, seed: int, max_titles: int,
+                  max_body_bytes: int, session_ttl: float, feedback_window: float, snapshot_interval: float,
+                  close_interval: float, reward_range: tuple[float, float], durable: bool, log_level: str) -> None:
+    """Serve the decision API over HTTP (uvicorn; OpenAPI at /docs and /openapi.json)."""
+    import uvicorn
+
+    store = (ctx.obj or {}).get("store")
+    if not store:
+        raise click.UsageError("no catalog: pass --store")
+    if not os.path.exists(store):
+        raise click.UsageError(f"catalog {store} does not exist; upload artwork first")
+    try:
+        eng_cfg = EngineConfig(events=events, snapshot_dir=snapshot_dir, policy=policy, exploration=exploration, seed=seed,
+                               max_titles=max_titles, session_ttl_s=session_ttl, feedback_window_s=feedback_window,
+                               snapshot_interval_s=snapshot_interval, close_interval_s=close_interval,
+                               reward_min=reward_range[0], reward_max=reward_range[1], durable=durable)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    cfg = ServeConfig(store=store, host=host, port=port, api_key=api_key, max_body_bytes=max_body_bytes,
+                      log_level=log_level, engine=eng_cfg)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    click.echo(f"serving {store} on http://{host}:{port} (docs at /docs)", err=True)
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bandit.server --store PATH [serve options]` without the `artwork` CLI group."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    store = os.environ.get("ARTWORK_STORE", "artwork.db")
+    for i, a in enumerate(args):
+        if a == "--store" and i + 1 < len(args):
+            store = args[i + 1]
+            del args[i:i + 2]
+            break
+        if a.startswith("--store="):
+            store = a.split("=", 1)[1]
+            del args[i]
+            break
+    serve_command.main(args=args, obj={"store": store}, prog_name="python -m bandit.server")
+
+
+if __name__ == "__main__":
+    main()
