@@ -18,7 +18,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import click
 from fastapi import Depends, FastAPI, Header, Request
@@ -32,7 +32,8 @@ __all__ = ["ServeConfig", "create_app", "serve_command", "main"]
 
 log = logging.getLogger("artwork.server")
 
-Number = Union[StrictFloat, StrictInt]
+# StrictFloat takes ints but not bools or numeric strings; one type keeps error locations clean.
+Number = StrictFloat
 
 
 @dataclass
@@ -141,10 +142,6 @@ class DistributionRequest(ChooseRequest):
 # -- middleware ------------------------------------------------------------------------------------
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
     """Refuse bodies over `limit` bytes with 413: by Content-Length before reading, else while streaming."""
 
@@ -170,27 +167,33 @@ class BodyLimitMiddleware:
                     return
         seen = 0
         started = False
+        refused = False
 
         async def limited_receive() -> dict:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.limit:  # chunked upload without Content-Length
-                    raise _TooLarge
+                    # Answer now and tell the app the client left: raising instead would be
+                    # turned into a 400 by FastAPI's body parser.
+                    refused = True
+                    if not started:
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return msg
 
         async def tracking_send(msg: dict) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 already went out; drop whatever the app answers
             if msg["type"] == "http.response.start":
                 started = True
             await send(msg)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+        await self.app(scope, limited_receive, tracking_send)
 
 
 # -- app -------------------------------------------------------------------------------------------
