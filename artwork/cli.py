@@ -33,6 +33,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except (ImageRejected, StoreError, WeightsUnavailable, ValueError, FileNotFoundError) as exc:
+            # FramesError and ContextError are ValueErrors too: their messages name the file/field.
             raise click.ClickException(str(exc)) from None
     return wrapper
 
@@ -120,6 +121,29 @@ def upload(ctx: click.Context, title_id: str, paths: tuple[str, ...], title_name
         encoder = resolve_encoder(catalog, **enc)
         ingestor = Ingestor(catalog, encoder, limits=ImageLimits(min_side, max_pixels), batch_size=batch_size)
         report = ingestor.upload_files(title_id, paths, title_name=title_name, progress=not quiet)
+        print_report(report)
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("title_id")
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--max", "max_candidates", default=12, show_default=True, help="most candidates to keep")
+@click.option("--title-name", default=None, help="display name when the title is created")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@encoder_options
+@click.pass_context
+@user_errors
+def frames(ctx: click.Context, title_id: str, video: str, max_candidates: int, title_name: str | None,
+           quiet: bool, **enc: Any) -> None:
+    """Mine diverse, good-quality candidate frames from a title's video."""
+    if max_candidates < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--max")
+    with open_catalog(ctx) as catalog:
+        ingestor = Ingestor(catalog, resolve_encoder(catalog, **enc))
+        report = ingestor.add_video_frames(title_id, video, max_candidates, title_name=title_name,
+                                           progress=not quiet)
         print_report(report)
     if not report.ok:
         sys.exit(1)

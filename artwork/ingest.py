@@ -7,10 +7,11 @@ first: bytes the catalog has seen (in any title) are never embedded again.
 
 from __future__ import annotations
 
+import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from artwork.images import ImageLimits, ImageRejected, LoadedImage, collect_imag
 from artwork.progress import progress_bar
 from artwork.store import Catalog
 from artwork.tagging import ActorMatcher, Vocabulary, ZeroShotTagger, load_vocabulary
+
+if TYPE_CHECKING:
+    from artwork.frames import FrameConfig
 
 
 @dataclass
@@ -169,6 +173,24 @@ class Ingestor:
                                               self.vocab.key, meta)
             seen[li.sha256] = aid
             yield Outcome(li.name, "added", aid)
+
+    # -- video frames -----------------------------------------------------------------------
+    def add_video_frames(self, title_id: str, video: str | Path, max_candidates: int = 12,
+                         config: "FrameConfig | None" = None, title_name: str | None = None,
+                         progress: bool = True) -> IngestReport:
+        """Mine up to `max_candidates` frames from a video and add them like uploads.
+
+        The whole video is read and validated before anything is stored (FramesError otherwise).
+        """
+        from artwork.frames import mine_frames
+
+        frames = mine_frames(video, max_candidates, config, embed=self.encoder.embed_images, progress=progress)
+        items = []
+        for f in frames:
+            buf = io.BytesIO()
+            f.image.save(buf, "JPEG", quality=92)
+            items.append(NewImage(name=f.source, data=buf.getvalue(), source=f.source, meta=f.meta))
+        return self.add_images(title_id, items, title_name=title_name, progress=progress)
 
     # -- cast -------------------------------------------------------------------------------
     def add_cast_member(self, title_id: str, name: str, ref_paths: Sequence[str | Path]) -> dict[str, float]:
