@@ -2,48 +2,46 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from artwork.cli import cli, console, encoder_label, encoder_options, open_catalog, out, print_report, resolve_encoder, tags_table, title_rows, user_errors
-from artwork.ingest import Ingestor
+import numpy as np
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from artwork.cli import cli, console, encoder_label, encoder_options, open_catalog, out, resolve_encoder, user_errors
+from artwork.store import Catalog
+from bandit.learning import LearningCurve
+from bandit.server import serve_command
 
+cli.add_command(serve_command, "serve")
 
-def ingest_samples(catalog: Any, encoder: Any, samples: Path = ASSETS / "samples", progress: bool = True) -> bool:
-    """Upload every sample title in assets/samples (and its cast); True when nothing was rejected."""
-    manifest = json.loads((samples / "titles.json").read_text())
-    ingestor = Ingestor(catalog, encoder)
-    ok = True
-    for title_id, spec in manifest.items():
-        report = ingestor.upload_files(title_id, [samples / title_id], title_name=spec["name"], progress=progress)
-        print_report(report)
-        ok &= report.ok
-        for name, refs in spec.get("cast", {}).items():
-            ingestor.add_cast_member(title_id, name, [samples / r for r in refs])
-    return ok
 
 
 @cli.command()
 @encoder_options
+@click.option("--visits", default=1500, show_default=True, help="simulated page views (each shows every title)")
+@click.option("--segments", default=3, show_default=True, help="taste segments of the simulated audience")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--report-dir", default="report", show_default=True, type=click.Path(file_okay=False),
+              help="where report/index.html goes")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @click.pass_context
 @user_errors
-def demo(ctx: click.Context, quiet: bool, **enc: Any) -> None:
-    """The main job: ingest the sample titles in assets/ and print each candidate's top tags."""
+def demo(ctx: click.Context, visits: int, segments: int, seed: int, report_dir: str, quiet: bool, **enc: Any) -> None:
+    """The main job: sample catalog → HTTP service → simulated audience → offline evaluation → report."""
+    from bandit.demo import DemoConfig, run_demo
+
+    if visits < 1 or segments < 1:
+        raise click.BadParameter("--visits and --segments must be at least 1")
     with open_catalog(ctx) as catalog:
         encoder = resolve_encoder(catalog, **enc)
-        ok = ingest_samples(catalog, encoder, progress=not quiet)
-        label = encoder_label(catalog.encoder_id)
-        for t in catalog.titles():
-            out.print(tags_table(f"{t.title_id} ({t.name})", title_rows(catalog, t.title_id), label))
-    if not ok:
-        sys.exit(1)
+    console.print(f"encoder: {encoder_label(encoder.encoder_id)}")
+    cfg = DemoConfig(visits=visits, segments=segments, seed=seed, report_dir=Path(report_dir), progress=not quiet)
+    result = run_demo(ctx.obj["store"], encoder, cfg, say=lambda m: console.print(m, markup=False))
+    out.print(f"served {result.decisions} decisions, click rate {result.click_rate:.3f} "
+              f"(best single artwork {result.best_fixed:.3f}, oracle {result.oracle:.3f})")
+    out.print(f"report: {result.report}")
 
 
 def policy_by_name(spec: str, records: list) -> tuple[str, object]:
@@ -108,6 +106,59 @@ def replay(log: str, policies: tuple[str, ...], obd_inputs: str | None, plot_pat
         out.print(format_table(ests), markup=False)
     plot_estimates(results, plot_path)
     out.print(f"\nplot: {plot_path}")
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", default="report", show_default=True, type=click.Path(file_okay=False))
+@click.option("--policy", "policies", multiple=True,
+              help="also evaluate: uniform | fixed | thompson | PATH of a saved policy (repeatable)")
+@click.option("--n-bootstrap", default=500, show_default=True)
+@click.option("--window", default=500, show_default=True, help="decisions per point of the click-rate curve")
+@click.pass_context
+@user_errors
+def report(ctx: click.Context, source: str, out_dir: str, policies: tuple[str, ...], n_bootstrap: int,
+           window: int) -> None:
+    """The evaluation report for a deployment: SOURCE is its catalog (.db) or an exported Parquet log."""
+    from bandit.decisions import read_parquet
+    from bandit.events import EventLog
+    from bandit.offline import evaluate_log
+    from bandit.policy import load_policy
+    from bandit.report import report_data_from, write_report
+
+    store, named = ctx.obj["store"], {}
+    if source.endswith(".parquet"):
+        try:
+            records = read_parquet(source)
+        except Exception as exc:
+            raise click.ClickException(f"{source}: not a decision log in Parquet format ({exc})") from None
+    else:
+        store = source
+        events_path = Path(f"{source}.events.db")
+        if not events_path.is_file():
+            raise click.ClickException(f"{source}: no event log next to it ({events_path}); serve with "
+                                       f"`artwork --store {source} serve` first, or pass a Parquet log")
+        events = EventLog(events_path)
+        records = events.records()
+        snaps = events.snapshots()
+        if snaps and Path(snaps[-1][0]).is_file():
+            named["deployed policy (latest snapshot)"] = load_policy(snaps[-1][0])
+        events.close()
+    rewarded = [r for r in records if r.reward is not None]
+    if not rewarded:
+        raise click.ClickException(f"{source}: no decision has a reward yet; nothing to evaluate")
+    named.update(policy_by_name(p, records) for p in policies)
+    named.setdefault("uniform", policy_by_name("uniform", records)[1])
+    estimates = evaluate_log(records, named, n_bootstrap=n_bootstrap)
+    curves = {}
+    if len(rewarded) >= window:
+        k = len(rewarded) // window
+        rate = np.array([float(r.reward) for r in rewarded[:k * window]]).reshape(k, window).mean(axis=1)
+        curves["logged policy"] = LearningCurve("logged policy", np.arange(1, k + 1) * window, rate, rate, window)
+    with Catalog(store) as catalog:
+        data = report_data_from(catalog, records, title=f"Artwork selection report: {Path(source).name}",
+                                curves=curves, estimates=estimates)
+    out.print(f"report: {write_report(data, out_dir)}")
 
 
 def main() -> None:

@@ -71,6 +71,8 @@ def main() -> None:
         for fname, im in t["images"].items():
             im.save(SAMPLES / tid / fname, quality=88)
         manifest[tid] = {"name": t["name"], "cast": t.get("cast", {})}
+    # Its candidates are mined from the video that scripts/make_sample_video.py writes.
+    manifest["night-shift"] = {"name": "Night Shift", "video": "night-shift.mp4", "max_frames": 6}
     (SAMPLES / "titles.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {SAMPLES}")
 
