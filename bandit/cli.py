@@ -140,9 +140,10 @@ def report(ctx: click.Context, source: str, out_dir: str, policies: tuple[str, .
                                        f"`artwork --store {source} serve` first, or pass a Parquet log")
         events = EventLog(events_path)
         records = events.records()
-        snaps = events.snapshots()
-        if snaps and Path(snaps[-1][0]).is_file():
-            named["deployed policy (latest snapshot)"] = load_policy(snaps[-1][0])
+        snaps = events.snapshots()  # newest first; paths relative to the default snapshot folder
+        latest = Path(f"{source}.snapshots") / snaps[0][0] if snaps else None
+        if latest is not None and latest.is_file():
+            named["deployed policy (latest snapshot)"] = load_policy(latest)
         events.close()
     rewarded = [r for r in records if r.reward is not None]
     if not rewarded:
@@ -159,6 +160,27 @@ def report(ctx: click.Context, source: str, out_dir: str, policies: tuple[str, .
         data = report_data_from(catalog, records, title=f"Artwork selection report: {Path(source).name}",
                                 curves=curves, estimates=estimates)
     out.print(f"report: {write_report(data, out_dir)}")
+
+
+@cli.command("export-log")
+@click.argument("out_path", type=click.Path(dir_okay=False))
+@click.pass_context
+@user_errors
+def export_log(ctx: click.Context, out_path: str) -> None:
+    """Export the store's decision log (decisions, propensities, rewards) to a Parquet file."""
+    from bandit.decisions import write_parquet
+    from bandit.events import EventLog
+
+    events_path = Path(f"{ctx.obj['store']}.events.db")
+    if not events_path.is_file():
+        raise click.ClickException(f"no event log at {events_path}: nothing has been served from this store")
+    events = EventLog(events_path)
+    try:
+        records = events.records()
+    finally:
+        events.close()
+    write_parquet(records, out_path)
+    out.print(f"{len(records)} decisions ({sum(r.reward is not None for r in records)} with a reward) -> {out_path}")
 
 
 def main() -> None:

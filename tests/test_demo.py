@@ -84,3 +84,25 @@ def test_demo_report_renders_in_chromium_without_errors(demo_run):
     assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
     with Image.open(shot) as im:
         assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 200
+
+
+def test_report_and_replay_commands_on_the_demo_store(demo_run, tmp_path):
+    _, store, _ = demo_run
+    runner = CliRunner()
+    res = runner.invoke(cli, ["report", str(store), "--out", str(tmp_path / "rep"), "--n-bootstrap", "100"])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "rep" / "index.html").read_text()
+    for title_id in TITLES:
+        assert f'id="{section_id(title_id)}"' in html
+    assert "deployed policy (latest snapshot)" in html  # the server's final snapshot is evaluated
+    log = tmp_path / "log.parquet"
+    res = runner.invoke(cli, ["--store", str(store), "export-log", str(log)])
+    assert res.exit_code == 0 and log.is_file(), res.output
+    res = runner.invoke(cli, ["replay", str(log), "--policy", "uniform", "--plot", str(tmp_path / "r.png"),
+                              "--n-bootstrap", "100"])
+    assert res.exit_code == 0 and "snips" in res.output, res.output
+    res = runner.invoke(cli, ["report", str(log), "--store", str(store), "--out", str(tmp_path / "rep2")])
+    assert res.exit_code != 0  # --store is a group option: the report names it clearly
+    res = runner.invoke(cli, ["--store", str(store), "report", str(log), "--out", str(tmp_path / "rep2"),
+                              "--n-bootstrap", "100"])
+    assert res.exit_code == 0 and (tmp_path / "rep2" / "index.html").is_file(), res.output
