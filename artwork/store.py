@@ -150,6 +150,13 @@ class Catalog:
                 f"same encoder again, use another --store, or re-embed the whole catalog with "
                 f"`artwork reembed` and the new encoder's options.")
 
+    def _claim_encoder(self, db: sqlite3.Connection, encoder_id: str) -> None:
+        """Inside a write transaction: the first embedding sets the catalog's encoder, others must match."""
+        if self.get_meta("encoder_id") is None:
+            self.set_meta("encoder_id", encoder_id, db)
+        else:
+            self.check_encoder(encoder_id)
+
     # -- titles -----------------------------------------------------------------------------
     def ensure_title(self, title_id: str, name: str | None = None) -> tuple[Title, bool]:
         """Return the title, creating it if needed; the flag says whether it was created."""
@@ -204,11 +211,7 @@ class Catalog:
         """Store one artwork with its bytes, embedding and tags atomically; returns (id, created)."""
         artwork_id = artwork_id_for(title_id, sha256)
         with self.transaction() as db:
-            current = db.execute("SELECT value FROM meta WHERE key='encoder_id'").fetchone()
-            if current and current[0] != encoder_id:
-                self.check_encoder(encoder_id)
-            if not current:
-                self.set_meta("encoder_id", encoder_id, db)
+            self._claim_encoder(db, encoder_id)
             if db.execute("SELECT 1 FROM artworks WHERE artwork_id=?", (artwork_id,)).fetchone():
                 return artwork_id, False
             db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (sha256, data))
@@ -293,11 +296,7 @@ class Catalog:
         if not name.strip():
             raise StoreError("cast member name must not be empty")
         with self.transaction() as db:
-            current = db.execute("SELECT value FROM meta WHERE key='encoder_id'").fetchone()
-            if current and current[0] != encoder_id:
-                self.check_encoder(encoder_id)
-            if not current:
-                self.set_meta("encoder_id", encoder_id, db)
+            self._claim_encoder(db, encoder_id)
             if not db.execute("SELECT 1 FROM titles WHERE title_id=?", (title_id,)).fetchone():
                 raise StoreError(f"unknown title {title_id!r}: upload artwork or create it first")
             db.execute("INSERT OR IGNORE INTO cast_members (title_id, name) VALUES (?, ?)", (title_id, name))

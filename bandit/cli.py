@@ -183,6 +183,15 @@ def export_log(ctx: click.Context, out_path: str) -> None:
     out.print(f"{len(records)} decisions ({sum(r.reward is not None for r in records)} with a reward) -> {out_path}")
 
 
+def run_subcommand(name: str, argv: list[str], prog_name: str) -> None:
+    """Run one subcommand as a standalone script: `--store PATH` may come anywhere in argv."""
+    store: list[str] = []
+    if "--store" in argv:  # a group option: it must come before the subcommand
+        i = argv.index("--store")
+        store, argv = argv[i:i + 2], argv[:i] + argv[i + 2:]
+    cli.main([*store, name, *argv], prog_name=prog_name)
+
+
 def main() -> None:
     cli()
 

@@ -5,12 +5,7 @@
 
 import sys
 
-from bandit.cli import cli
+from bandit.cli import run_subcommand
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    store = []
-    if "--store" in args:  # a group option: it must come before the subcommand
-        i = args.index("--store")
-        store, args = args[i:i + 2], args[:i] + args[i + 2:]
-    cli.main([*store, "upload", *args], prog_name="upload_artwork.py")
+    run_subcommand("upload", sys.argv[1:], prog_name="upload_artwork.py")

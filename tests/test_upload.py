@@ -115,3 +115,21 @@ def test_cli_upload_exit_status_and_messages(tmp_path, image_dir):
     res = runner.invoke(cli, ["--store", store, "show", "nope"])
     assert res.exit_code == 1 and "unknown title 'nope'" in res.output
     assert sqlite3.connect(store).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_designer_script_uploads_like_the_cli(tmp_path, image_dir):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    store = tmp_path / "script.db"
+    res = subprocess.run([sys.executable, str(root / "scripts" / "upload_artwork.py"), "t9", str(image_dir),
+                          "--title-name", "Nine", "--model", "tiny", "--quiet", "--store", str(store)],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(root)), timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "t9: 3 added" in res.stderr
+    from artwork.store import Catalog
+    with Catalog(store) as cat:
+        assert cat.title("t9").name == "Nine" and len(cat.artworks("t9")) == 3
