@@ -4,10 +4,11 @@ What is sampled (decoding every frame of a two-hour film would take longer than 
 
 * The file is demuxed once from start to end, but only **keyframes** are decoded: packets the
   container flags as keyframes (I/IDR frames) are sent to the decoder alone; every other
-  packet is skipped without decoding. A keyframe decodes without any other frame, and common
-  encoders place one at most every ~2–10 s *and* at every scene cut (x264/x265 scene-cut
-  detection), so keyframes see every shot at a small fraction of the cost. Keyframe frame
-  times are exact presentation timestamps.
+  packet is skipped without decoding, except likely cuts and long GOPs (both below). A
+  keyframe decodes without any other frame, and common encoders place one at most every
+  ~2–10 s *and* at scene cuts (x264/x265 scene-cut detection, on by default), so keyframes see
+  most shots at a small fraction of the cost. Keyframe frame times are exact presentation
+  timestamps.
 * **Thinning:** a keyframe less than `min_interval` (0.5 s) after the last decoded one is
   skipped, unless the next keyframe is more than 2 x `min_interval` after the last decoded
   one (so an all-intra file, e.g. MJPEG, is sampled about twice a second instead of fully
@@ -16,6 +17,25 @@ What is sampled (decoding every frame of a two-hour film would take longer than 
   video, that group of pictures is decoded in full from its keyframe until the next keyframe
   and one frame every `dense_interval` (1 s) is analysed, so a file with rare keyframes is
   still covered, at the cost of decoding those stretches.
+* **Cuts inside a GOP:** an encoder that does not put a keyframe at every cut (scene-cut
+  detection off, as in fixed-length streaming segments, or not triggered by the content)
+  leaves cuts between keyframes. The first frame after such a cut predicts poorly from the
+  old shot, so it is coded mostly intra and its packet is much larger than its neighbours'.
+  Packet sizes are known from demuxing alone, so within each group of pictures a packet at
+  least `spike_ratio` (4) times the median size of the `spike_window` (8) packets either side
+  and at least `spike_key_fraction` (0.3) of its keyframe's size counts as a likely cut (at most
+  one per `dense_interval` of the GOP, the largest first). Each one is decoded out of
+  context: sent to the decoder right after its GOP's keyframe (and the earlier likely cuts),
+  without the frames in between, so it costs one frame's decode (the decoder is then drained
+  and flushed, and its pictures taken in time order). Its intra-coded blocks show the new
+  shot; its inter-coded blocks are predicted from the keyframe (or the earlier likely cut)
+  instead of the frame before, so the analysis copy is approximate: close when the encoder
+  coded the cut frame almost all intra, as for detailed pictures, but on flat content that
+  the encoder predicted partly from the old shot it can differ enough from the next keyframe
+  to add a spurious boundary there. The frame finally chosen is re-read exactly (below). The
+  decoder's complaints about these packets do not count as corrupt data. A cut whose packet
+  does not stand out (into a much simpler shot, or hidden by heavy grain) is still found at
+  the next keyframe.
 * Each sampled frame is converted once to an RGB analysis copy `analysis_width` (320) pixels
   wide (area-averaged); shot detection, quality measures and embeddings use that copy. The
   frames finally chosen are decoded again at full resolution by seeking to their timestamps.
@@ -64,6 +84,9 @@ class FrameConfig:
     min_interval: float = 0.5
     max_keyframe_gap: float = 15.0
     dense_interval: float = 1.0
+    spike_ratio: float = 4.0  # <= 0: no likely-cut decoding inside GOPs
+    spike_window: int = 8
+    spike_key_fraction: float = 0.3
     analysis_width: int = 320
     # shots
     cut_threshold: float = 0.35
@@ -125,6 +148,7 @@ class VideoScan:
     packets: int
     keyframes: int
     dense_seconds: float = 0.0  # video time decoded in full by the long-GOP fallback
+    likely_cuts: int = 0  # packets inside GOPs decoded out of context as likely cuts
 
 
 @dataclass
@@ -237,6 +261,7 @@ class _Sampler:
         self.packets = self.keyframes = self.sent = self.errors = self.frames = 0
         self.last_packet_time = 0.0
         self.dense_seconds = 0.0
+        self.likely_cuts = 0
         self._wanted: set[int] = set()
         self._last_sent = -math.inf
         self._last_yield = -math.inf
@@ -244,7 +269,7 @@ class _Sampler:
     def time_of(self, ts: int | None) -> float | None:
         return None if ts is None else float((ts - self.start) * self.tb)
 
-    def _send(self, packet: av.Packet | None) -> list[av.VideoFrame]:
+    def _send(self, packet: av.Packet | None, out_of_context: bool = False) -> list[av.VideoFrame]:
         if packet is not None:
             self.sent += 1
         try:
@@ -252,6 +277,9 @@ class _Sampler:
         except av.error.EOFError:
             return []
         except av.error.FFmpegError as e:
+            if out_of_context:  # its references were skipped on purpose: not a sign of corruption
+                self.sent -= 1
+                return []
             # A few damaged packets are survivable (the next keyframe resynchronises); many
             # mean the file is corrupt, and then nothing from it should be trusted.
             self.errors += 1
@@ -270,16 +298,57 @@ class _Sampler:
                 self._last_yield = t
                 yield f
 
-    def _resolve(self, key: av.Packet, next_time: float) -> Iterator[av.VideoFrame]:
-        """Decide on a pending keyframe once the time of the next one is known."""
+    def _likely_cuts(self, gop: list[av.Packet]) -> list[av.Packet]:
+        """Packets inside a GOP whose size spikes like the first frame of a new shot's (decode order)."""
+        cfg = self.config
+        if cfg.spike_ratio <= 0 or len(gop) < 3:
+            return []
+        sizes = np.array([p.size for p in gop[1:]], np.float64)
+        floor = cfg.spike_key_fraction * gop[0].size
+        w = max(1, cfg.spike_window)
+        found: list[tuple[float, int]] = []
+        for i in np.flatnonzero(sizes >= floor):
+            if gop[1 + i].pts is None:
+                continue
+            around = np.concatenate([sizes[max(0, i - w):i], sizes[i + 1:i + 1 + w]])
+            ratio = sizes[i] / max(1.0, float(np.median(around)))
+            if ratio >= cfg.spike_ratio:
+                found.append((ratio, int(i)))
+        if not found:
+            return []
+        times = [self.time_of(p.pts) for p in gop if p.pts is not None]
+        span = (max(times) - min(times)) if times else 0.0
+        keep = max(1, int(span / cfg.dense_interval) + 1)
+        chosen = sorted(i for _, i in sorted(found, reverse=True)[:keep])
+        return [gop[1 + i] for i in chosen]
+
+    def _resolve(self, gop: list[av.Packet], next_time: float) -> Iterator[av.VideoFrame]:
+        """Decide on a pending GOP (keyframe first) once the time of the next keyframe is known."""
+        key = gop[0]
         kt = self.time_of(key.pts if key.pts is not None else key.dts) or 0.0
         gap = self.config.min_interval
-        if kt - self._last_sent < gap and next_time - self._last_sent <= 2 * gap:
+        take_key = not (kt - self._last_sent < gap and next_time - self._last_sent <= 2 * gap)
+        cuts = self._likely_cuts(gop)
+        if not take_key and not cuts:
             return
-        self._last_sent = kt
-        if key.pts is not None:
-            self._wanted.add(key.pts)
-        yield from self._out(self._send(key))
+        if take_key:
+            self._last_sent = kt
+            if key.pts is not None:
+                self._wanted.add(key.pts)
+        if not cuts:
+            yield from self._out(self._send(key))
+            return
+        # A thinned keyframe is still decoded when likely cuts follow: they are predicted from it.
+        # Out of context, the decoder may emit pictures out of order, so drain it and sort; the
+        # next packet is a keyframe, from which it restarts after the flush.
+        frames = self._send(key)
+        for p in cuts:
+            self.likely_cuts += 1
+            self._wanted.add(p.pts)
+            frames += self._send(p, out_of_context=True)
+        frames += self._send(None)
+        self.stream.codec_context.flush_buffers()
+        yield from self._out(sorted((f for f in frames if f.pts is not None), key=lambda f: f.pts))
 
     def __iter__(self) -> Iterator[av.VideoFrame]:
         cfg = self.config
@@ -306,7 +375,7 @@ class _Sampler:
                         dense = False
                         self.dense_seconds += (t if t is not None else self.last_packet_time) - dense_from
                     elif pending:
-                        yield from self._resolve(pending[0], t if t is not None else self.last_packet_time)
+                        yield from self._resolve(pending, t if t is not None else self.last_packet_time)
                     pending = [packet]
                     continue
                 if dense:
@@ -324,7 +393,7 @@ class _Sampler:
                         yield from self._out(self._send(p))
                     pending = []
             if pending:
-                yield from self._resolve(pending[0], math.inf)
+                yield from self._resolve(pending, math.inf)
             if dense:
                 self.dense_seconds += self.last_packet_time - dense_from
             yield from self._out(self._send(None))
@@ -400,7 +469,7 @@ def scan_video(path: str | Path, config: FrameConfig | None = None, every_frame:
     finally:
         container.close()
     return VideoScan(str(path), declared or sampler.last_packet_time, times, boundaries, sampler.frames,
-                     sampler.packets, sampler.keyframes, sampler.dense_seconds)
+                     sampler.packets, sampler.keyframes, sampler.dense_seconds, sampler.likely_cuts)
 
 
 # ---------------------------------------------------------------------------------------------

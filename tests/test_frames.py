@@ -129,14 +129,38 @@ def test_long_gop_fallback_decodes_the_gap(tmp_path):
     path = tmp_path / "onekey.mp4"
     shots = write_video(path, [ShotSpec("A", 2, "red", 1), ShotSpec("B", 2, "green", 2), ShotSpec("C", 2, "blue", 3)],
                         gop=1000, scenecut=False)
-    keys_only = F.scan_video(path, F.FrameConfig(max_keyframe_gap=100))
+    keys_only = F.scan_video(path, F.FrameConfig(max_keyframe_gap=100, spike_ratio=0))
     assert keys_only.keyframes == 1 and keys_only.boundaries == []
+    assert F.scan_video(path, F.FrameConfig(max_keyframe_gap=100)).likely_cuts >= 2  # see the next test
     fallback = F.scan_video(path, F.FrameConfig(max_keyframe_gap=1.0, dense_interval=0.5))
     assert fallback.dense_seconds > 4
     assert len(fallback.boundaries) == 2
     cands = F.mine_frames(path, progress=False, config=F.FrameConfig(max_keyframe_gap=1.0, dense_interval=0.5))
     assert {shot_at(shots, c.timestamp).label for c in cands} == {"A", "B", "C"}
     for c in cands:  # frames re-read at full resolution after seeking into the GOP
+        assert nearest_colour(np.asarray(c.image)) == shot_at(shots, c.timestamp).colour
+
+
+def test_cuts_inside_long_gops_found_from_packet_sizes(tmp_path):
+    # Scene-cut keyframes off and one keyframe for the whole file: the cuts lie inside the GOP.
+    path = tmp_path / "nosc.mp4"
+    specs = [ShotSpec("A", 2, "red", 1), ShotSpec("B", 2, "green", 2), ShotSpec("C", 2, "blue", 3)]
+    shots = write_video(path, specs, size=(320, 180), gop=1000, scenecut=False, pan=2, detail="natural")
+    cfg = F.FrameConfig(max_keyframe_gap=100)
+    keys_only = F.scan_video(path, F.FrameConfig(max_keyframe_gap=100, spike_ratio=0))
+    assert keys_only.keyframes == 1 and keys_only.boundaries == []
+    sampled = F.scan_video(path, cfg)
+    full = F.scan_video(path, cfg, every_frame=True)
+    assert sampled.dense_seconds == 0 and 2 <= sampled.likely_cuts <= 6
+    assert sampled.frames_decoded * 10 < full.frames_decoded
+    assert len(full.boundaries) == len(sampled.boundaries) == 2
+    for b_full, b_sampled in zip(full.boundaries, sampled.boundaries):
+        before = max(t for t in sampled.sample_times if t < b_sampled)
+        assert before < b_full <= b_sampled <= b_full + 0.2
+    cands = F.mine_frames(path, progress=False, config=cfg)
+    labels = [shot_at(shots, c.timestamp).label for c in cands]
+    assert len(set(labels)) == len(labels) >= 2, labels  # one per shot (a soft sample may be dropped)
+    for c in cands:  # re-read exactly at full resolution, although sampled out of context
         assert nearest_colour(np.asarray(c.image)) == shot_at(shots, c.timestamp).colour
 
 

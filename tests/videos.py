@@ -1,7 +1,7 @@
 """Synthetic test videos written with PyAV, with a known shot list.
 
-Each shot has its own seeded texture (blocky noise tinted with the shot's colour, plus a few
-filled shapes) that pans slowly, so shots are easy to tell apart and frames within a shot are
+Each shot has its own seeded texture (noise tinted with the shot's colour, plus a few filled
+shapes) that pans slowly (back and forth, without jumps), so shots are easy to tell apart and frames within a shot are
 similar but not identical. Special kinds: "black" (near-black frames), "blur" (the shot's
 texture, Gaussian-blurred), "halfblur" (sharp first half, blurred second half: a focus pull
 inside one shot) and "text" (white credits on black). Reusing a shot's `seed` and `colour`
@@ -56,12 +56,36 @@ class Shot:
     first_frame: int
 
 
-def texture(width: int, height: int, colour: tuple[int, int, int], seed: int, margin: int = 64) -> np.ndarray:
-    """A seeded tinted texture `margin` pixels wider than the frame, to pan across."""
+def texture(width: int, height: int, colour: tuple[int, int, int], seed: int, margin: int = 64,
+            detail: str = "blocks") -> np.ndarray:
+    """A seeded tinted texture `margin` pixels wider than the frame, to pan across.
+
+    detail="blocks": flat square blocks of random brightness, 1/40 of the width each.
+    detail="natural": detail at every scale from 4 px up (octaves of smooth noise, amplitude
+    growing with scale like the 1/f spectrum of photographs); closer to real footage. The two
+    differ in how an encoder sees a cut: between two "blocks" pictures at 720p most of a
+    frame is flat blocks, cheap to predict from the old shot, so x264's scene-cut test (inter
+    vs intra cost of the luma) rarely fires; between two "natural" pictures it does.
+    """
     rng = np.random.default_rng(seed)
     w = width + margin
-    block = max(2, width // 40)
-    noise = rng.random((height // block + 1, w // block + 1)).repeat(block, 0).repeat(block, 1)[:height, :w]
+    if detail == "natural":
+        noise = np.zeros((height, w), np.float32)
+        scale, total = 4, 0.0
+        while scale <= max(8, min(height, w) // 2):
+            small = rng.random((height // scale + 2, w // scale + 2)).astype(np.float32)
+            up = Image.fromarray(small).resize(((w // scale + 2) * scale, (height // scale + 2) * scale), Image.BICUBIC)
+            amp = scale**0.5
+            noise += amp * np.asarray(up, np.float32)[:height, :w]
+            total += amp
+            scale *= 2
+        noise = (noise / total - 0.5) * 2.5 + 0.5  # octaves average out towards 0.5: restore the range
+        noise = noise.clip(0.0, 1.0)
+    elif detail == "blocks":
+        block = max(2, width // 40)
+        noise = rng.random((height // block + 1, w // block + 1)).repeat(block, 0).repeat(block, 1)[:height, :w]
+    else:
+        raise ValueError(f"unknown detail {detail!r}")
     base = np.asarray(colour, np.float32) * (0.45 + 0.55 * noise[..., None])
     img = Image.fromarray(base.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
@@ -100,15 +124,18 @@ def write_video(
     codec: str | None = None,
     pan: int = 1,
     grain: float = 0.0,
+    detail: str = "blocks",
 ) -> list[Shot]:
     """Encode `shots` back to back into `path`; returns where each shot landed.
 
     gop: maximum frames between keyframes (None: the encoder default, 250 for x264).
     scenecut: let the encoder put keyframes at cuts (x264 does by default; many streaming
     encodes turn it off for fixed-length segments).
-    pan: pixels the texture moves per frame, so consecutive frames differ.
+    pan: pixels the texture moves per frame, so consecutive frames differ; it pans back and
+    forth across the texture's margin (reversing at the ends, never jumping).
     grain: amplitude (0..255 levels) of per-frame film-grain noise; without it, predicted
     frames of a panning texture cost almost nothing to decode, unlike real footage.
+    detail: the texture's kind, "blocks" or "natural" (see `texture`).
     """
     width, height = size
     codec = codec or pick_codec()
@@ -134,7 +161,7 @@ def write_video(
         for spec in shots:
             n = max(1, round(spec.seconds * fps))
             colour = PALETTE[spec.colour] if isinstance(spec.colour, str) else spec.colour
-            tex = texture(width, height, colour, spec.seed)
+            tex = texture(width, height, colour, spec.seed, detail=detail)
             blurred = None
             if spec.kind in ("blur", "halfblur"):
                 blurred = np.asarray(Image.fromarray(tex).filter(ImageFilter.GaussianBlur(radius=max(2.0, width / 60))))
@@ -147,7 +174,9 @@ def write_video(
                     rgb = card
                 else:
                     src = blurred if spec.kind == "blur" or (spec.kind == "halfblur" and i >= n // 2) else tex
-                    off = (i * pan) % (src.shape[1] - width)
+                    span = src.shape[1] - width
+                    off = (i * pan) % (2 * span)
+                    off = off if off <= span else 2 * span - off  # ping-pong, no jump back
                     rgb = np.ascontiguousarray(src[:, off : off + width])
                 if grains and spec.kind != "black":
                     rgb = (rgb.astype(np.int16) + grains[frame_no % len(grains)]).clip(0, 255).astype(np.uint8)
