@@ -519,7 +519,7 @@ class Simulator:
         # under uniform choice; then the gain that gives the target
         # best-fixed/oracle ratio (the ratio falls as the gain grows).
         def base_for(gain: float) -> float:
-            lo, hi = -30.0, 10.0
+            lo, hi = -200.0, 10.0  # wide: a strong taste gain needs a very negative base
             for _ in range(40):
                 mid = 0.5 * (lo + hi)
                 p, _ = self._eval_matrix(mid, gain)

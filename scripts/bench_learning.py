@@ -40,6 +40,7 @@ from bandit.learning import (  # noqa: E402
     run_online,
 )
 from bandit.policy import VWConfig, VWPolicy  # noqa: E402
+from bandit.offline import target_distribution  # noqa: E402
 from bandit.replay import build_inputs, evaluate_policy, format_table  # noqa: E402
 from bandit.simulator import Simulator  # noqa: E402
 
@@ -57,17 +58,6 @@ def make_policies(vw_modes: list[str], seed: int) -> dict[str, Any]:
     # The catalog's default artwork: the first candidate of each title, as a new title ships.
     pols["fixed"] = FixedPolicy(seed=seed)
     return pols
-
-
-def ope_arrays(policy: Any, records: list, q_hat: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Target distribution of a frozen policy on every logged row, padded to k actions."""
-    n = len(records)
-    dist = np.zeros((n, k))
-    for i, r in enumerate(records):
-        d = policy.distribution(r.user_context(), r.title_id, r.candidate_objects())
-        dist[i, : len(r.candidates)] = [d.get(a, 0.0) for a in r.candidates]
-    dist /= dist.sum(axis=1, keepdims=True)
-    return {"action_dist": dist, "q_hat": q_hat}
 
 
 def model_q(model: Any, records: list, k: int) -> np.ndarray:
@@ -190,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ope: dict[str, Any] = {}
     all_covered = True
     for name, pol in policies.items():
-        arrays = ope_arrays(pol, records, q_hat, k)
-        inputs = build_inputs(arrays["action_dist"], action, reward, pscore, q_hat=arrays["q_hat"])
+        inputs = build_inputs(target_distribution(pol, records, k), action, reward, pscore, q_hat=q_hat)
         ests = evaluate_policy(inputs, n_bootstrap=args.bootstrap, seed=args.run_seed)
         truth = frozen[name]
         covered = {e.name: e.contains(truth) for e in ests}

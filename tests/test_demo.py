@@ -32,6 +32,8 @@ def test_demo_says_which_encoder_and_where_the_report_is(demo_run):
     assert "TINY RANDOM TEST ENCODER" in output  # no pretrained weights here: said in one line
     assert f"report: {index}" in output and index.is_file()
     assert "untrained test encoder" in index.read_text()
+    # The simulator calibrated itself on this small real catalog: a random image earns 10%.
+    assert "uniform 0.100" in index.read_text()
 
 
 def test_report_numbers_match_the_event_log(demo_run):
