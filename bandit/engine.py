@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from artwork.records import Artwork
 from artwork.store import Catalog, StoreError
@@ -118,7 +118,7 @@ class TitleChoice:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (error fields only when set)."""
-        d = asdict(self)
+        d = dict(vars(self))  # all fields are scalars; asdict's recursive copy cost 1/3 of a page
         if self.error is None:
             d.pop("error")
             d.pop("message")
@@ -157,8 +157,9 @@ class _CatalogView:
     by_title: dict[str, list[Artwork]]
 
 
-@dataclass
-class _Session:
+class _Session(NamedTuple):
+    """A sticky choice. Stored as a plain tuple (see `_remember_session`), read back with `_make`."""
+
     event_id: str
     chosen: str
     probability: float
@@ -208,7 +209,8 @@ class Engine:
         store = self.catalog.path
         self.events_path = Path(self.config.events or f"{store}.events.db")
         self.snapshot_dir = Path(self.config.snapshot_dir or f"{store}.snapshots")
-        self.events = EventLog(self.events_path, durable=self.config.durable)
+        # With the timer running, WAL checkpoints happen on it, never inside a request's commit.
+        self.events = EventLog(self.events_path, durable=self.config.durable, auto_checkpoint=not start_timer)
         # A second connection only for PRAGMA data_version: it changes whenever another
         # connection (an upload, a designer flag) commits to the catalog, at microseconds a check.
         self._watch = sqlite3.connect(store, check_same_thread=False, isolation_level=None)
@@ -219,7 +221,7 @@ class Engine:
         self.projection: EmbeddingProjection | None = None
         self._choose_lock = threading.Lock()  # sampling order + sticky sessions
         self._learn_lock = threading.RLock()  # "commit reward + learn" and snapshots
-        self._sessions: dict[str, dict[str, _Session]] = {}
+        self._sessions: dict[str, dict[str, tuple]] = {}  # user -> title -> _Session fields
         self._fs_cache: dict[str, dict[str, dict[str, float]]] = {}
         self._ctx_cache: dict[str, UserContext] = {}
         self.policy: BasePolicy = _new_policy(self.config)
@@ -281,6 +283,7 @@ class Engine:
         while not self._stop.wait(self.config.close_interval_s):
             try:
                 self.close_expired()
+                self.events.checkpoint()
                 if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
                     self.snapshot()
                     self._purge_sessions()
@@ -442,15 +445,18 @@ class Engine:
         return f"{self.config.image_url_prefix}/v1/artworks/{artwork_id}/image"
 
     def _remember_session(self, user_id: str, title_id: str, row: DecisionRow | NewDecision, expires: float) -> None:
-        self._sessions.setdefault(user_id, {})[title_id] = _Session(
+        # An exact tuple of scalars, which CPython's cyclic GC stops tracking (it never untracks
+        # tuple subclasses): the session table, one entry per user and title for 24 h, would
+        # otherwise make every full collection longer, and those pauses were most of our p99.
+        self._sessions.setdefault(user_id, {})[title_id] = tuple(_Session(
             row.event_id, row.chosen, float(row.probability), row.policy, int(row.version), float(expires)
-        )
+        ))
 
     def _purge_sessions(self) -> None:
         now = self.clock()
         with self._choose_lock:
             for uid in list(self._sessions):
-                live = {t: s for t, s in self._sessions[uid].items() if s.expires > now}
+                live = {t: s for t, s in self._sessions[uid].items() if _Session._make(s).expires > now}
                 if live:
                     self._sessions[uid] = live
                 else:
@@ -486,7 +492,8 @@ class Engine:
                            f"all {len(tv.candidates)} artworks of title {tid!r} are disabled or excluded")
                     out.append(TitleChoice(tid, error="no_candidates", message=msg))
                     continue
-                s = sessions.get(tid)
+                raw = sessions.get(tid)
+                s = _Session._make(raw) if raw is not None else None
                 if (s is not None and s.expires > now and s.chosen in allowed
                         and (tv.pinned is None or tv.pinned not in allowed or tv.pinned == s.chosen)):
                     out.append(TitleChoice(tid, s.chosen, self._image_url(s.chosen), s.event_id, s.probability,
@@ -678,7 +685,8 @@ class Engine:
         """The user's live sticky choices; NotFoundError when the user has none."""
         now = self.clock()
         with self._choose_lock:
-            live = {t: s for t, s in self._sessions.get(user_id, {}).items() if s.expires > now}
+            live = {t: _Session._make(s) for t, s in self._sessions.get(user_id, {}).items()}
+        live = {t: s for t, s in live.items() if s.expires > now}
         if not live:
             raise NotFoundError(f"unknown user {user_id!r}: no decisions within the session TTL")
         return {"user_id": user_id, "titles": {t: {"artwork_id": s.chosen, "event_id": s.event_id,
