@@ -96,9 +96,10 @@ def cli(ctx: click.Context, store: str) -> None:
     ctx.obj = {"store": store}
 
 
-def open_catalog(ctx: click.Context) -> Catalog:
+def open_catalog(ctx: click.Context, create: bool = True) -> Catalog:
+    """The --store catalog; read-only commands pass create=False so a typo is an error, not a new file."""
     try:
-        return Catalog(ctx.obj["store"])
+        return Catalog(ctx.obj["store"], create=create)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -163,7 +164,7 @@ def cast() -> None:
 @user_errors
 def cast_add(ctx: click.Context, title_id: str, name: str, refs: tuple[str, ...], **enc: Any) -> None:
     """Add an actor with reference images to a title, then rescore its candidates."""
-    with open_catalog(ctx) as catalog:
+    with open_catalog(ctx, create=False) as catalog:
         ingestor = Ingestor(catalog, resolve_encoder(catalog, **enc))
         thresholds = ingestor.add_cast_member(title_id, name, refs)
         present = sum(name in a.tags.actors_present for a in catalog.artworks(title_id))
@@ -215,7 +216,7 @@ def encoder_label(encoder_id: str | None) -> str:
 @user_errors
 def show(ctx: click.Context, title_id: str, as_json: bool) -> None:
     """List a title's candidates with their tags."""
-    with open_catalog(ctx) as catalog:
+    with open_catalog(ctx, create=False) as catalog:
         rows = title_rows(catalog, title_id)
         label = encoder_label(catalog.encoder_id)
     if as_json:
@@ -233,7 +234,7 @@ def reembed(ctx: click.Context, quiet: bool, **enc: Any) -> None:
     """Re-embed and re-tag the whole catalog with another encoder (one atomic switch)."""
     if enc["model"] is None and enc["checkpoint"] is None:
         raise click.UsageError("say which encoder to switch to with --model (and --pretrained or --checkpoint)")
-    with open_catalog(ctx) as catalog:
+    with open_catalog(ctx, create=False) as catalog:
         encoder = resolve_encoder(None, fallback=False, **enc)
         old = catalog.encoder_id
         n = Ingestor(catalog, encoder, reembed=True).reembed_catalog(progress=not quiet)

@@ -8,6 +8,7 @@ weights, and its id and label say loudly that it is not a trained model.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,14 @@ def find_cached_weights(model: str, pretrained: str, cache_dir: str | None = Non
     return None
 
 
+def _file_digest(path: Path, chars: int = 12) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:chars]
+
+
 def _how_to_provide(model: str, pretrained: str, cache_dir: str | None) -> str:
     return (
         f"CLIP weights for {model}/{pretrained} are not on this machine "
@@ -177,7 +186,9 @@ def load_encoder(
         path = Path(checkpoint)
         if not path.is_file():
             raise WeightsUnavailable(f"checkpoint file {path} does not exist")
-        weights, tag = str(path), f"file:{path.name}"
+        # Checkpoints are often all named open_clip_model.safetensors: the id carries a content
+        # hash, so two different checkpoints can never pass for one encoder in a catalog.
+        weights, tag = str(path), f"file:{path.name}:{_file_digest(path)}"
     else:
         if not pretrained:
             raise ValueError("give a pretrained tag or a checkpoint path")

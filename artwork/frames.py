@@ -68,6 +68,7 @@ import numpy as np
 from PIL import Image
 
 from artwork import quality as Q
+from artwork.progress import progress_bar
 
 EmbedFn = Callable[[list[Image.Image]], np.ndarray]
 
@@ -430,19 +431,21 @@ def _check_complete(sampler: _Sampler, declared: float | None) -> None:
         )
 
 
-def _progress_bar(total: float | None, name: str):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+class _TimeBar:
+    """The project's progress bar (artwork.progress) driven by absolute positions in the video."""
 
-    progress = Progress(
-        TextColumn("[bold]frames[/] {task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f}s of video"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    )
-    task = progress.add_task(name, total=total)
-    return progress, task
+    def __init__(self, total: float | None, name: str):
+        self._cm = progress_bar(total, f"frames {name}", unit="video-s")  # None: length unknown
+        self._advance = self._cm.__enter__()
+        self._at = 0.0
+
+    def to(self, t: float) -> None:
+        if t > self._at:
+            self._advance(t - self._at)
+            self._at = t
+
+    def stop(self) -> None:
+        self._cm.__exit__(None, None, None)
 
 
 def scan_video(path: str | Path, config: FrameConfig | None = None, every_frame: bool = False) -> VideoScan:
@@ -584,14 +587,11 @@ def mine_frames(
     name = Path(video_path).name
     container, stream = _open(video_path)
     declared = _duration(container, stream)
-    bar = task = None
-    if progress:
-        bar, task = _progress_bar(declared, name)
-        bar.start()
+    bar = _TimeBar(declared, name) if progress else None
     try:
         sampler = _Sampler(
             video_path, container, stream, cfg,
-            on_time=(lambda t: bar.update(task, completed=t)) if bar is not None else None,
+            on_time=bar.to if bar is not None else None,
         )
         # Per shot keep only its best usable sample; across shots keep the best pool_size in a
         # min-heap, so memory stays bounded for a feature film.
@@ -625,7 +625,7 @@ def mine_frames(
         close_shot()
         _check_complete(sampler, declared)
         if bar is not None:
-            bar.update(task, completed=declared or sampler.last_packet_time)
+            bar.to(declared or sampler.last_packet_time)
     finally:
         if bar is not None:
             bar.stop()

@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 
 
 @contextmanager
-def progress_bar(total: float, description: str, enabled: bool = True,
+def progress_bar(total: float | None, description: str, enabled: bool = True,
                  unit: str = "items") -> Iterator[Callable[[float], None]]:
     """Yield an `advance(n)` function; draws nothing when disabled (tests, --quiet)."""
     if not enabled:

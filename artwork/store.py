@@ -78,8 +78,10 @@ def _blob_to_vec(blob: bytes) -> np.ndarray:
 class Catalog:
     """A connection to one catalog file. Safe to share between threads of one process."""
 
-    def __init__(self, path: str | Path = DEFAULT_STORE, timeout: float = 30.0):
+    def __init__(self, path: str | Path = DEFAULT_STORE, timeout: float = 30.0, create: bool = True):
         self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise StoreError(f"catalog {self.path} does not exist (check --store or $ARTWORK_STORE)")
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -367,5 +369,6 @@ class Catalog:
         """Row counts and file size, for `show` and metrics."""
         counts = {t: self._query(f"SELECT COUNT(*) FROM {t}")[0][0]
                   for t in ("titles", "artworks", "blobs", "embeddings", "cast_members")}
-        counts["file_bytes"] = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
+        files = [self.path.with_name(self.path.name + sfx) for sfx in ("", "-wal", "-shm")]
+        counts["file_bytes"] = sum(f.stat().st_size for f in files if f.exists())
         return counts

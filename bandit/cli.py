@@ -156,7 +156,7 @@ def report(ctx: click.Context, source: str, out_dir: str, policies: tuple[str, .
         k = len(rewarded) // window
         rate = np.array([float(r.reward) for r in rewarded[:k * window]]).reshape(k, window).mean(axis=1)
         curves["logged policy"] = LearningCurve("logged policy", np.arange(1, k + 1) * window, rate, rate, window)
-    with Catalog(store) as catalog:
+    with Catalog(store, create=False) as catalog:
         data = report_data_from(catalog, records, title=f"Artwork selection report: {Path(source).name}",
                                 curves=curves, estimates=estimates)
     out.print(f"report: {write_report(data, out_dir)}")
@@ -186,9 +186,13 @@ def export_log(ctx: click.Context, out_path: str) -> None:
 def run_subcommand(name: str, argv: list[str], prog_name: str) -> None:
     """Run one subcommand as a standalone script: `--store PATH` may come anywhere in argv."""
     store: list[str] = []
-    if "--store" in argv:  # a group option: it must come before the subcommand
-        i = argv.index("--store")
-        store, argv = argv[i:i + 2], argv[:i] + argv[i + 2:]
+    for i, a in enumerate(argv):  # a group option: it must come before the subcommand
+        if a == "--store":
+            store, argv = argv[i:i + 2], argv[:i] + argv[i + 2:]
+            break
+        if a.startswith("--store="):
+            store, argv = [a], argv[:i] + argv[i + 1:]
+            break
     cli.main([*store, name, *argv], prog_name=prog_name)
 
 

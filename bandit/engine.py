@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -223,7 +223,6 @@ class Engine:
         self._learn_lock = threading.RLock()  # "commit reward + learn" and snapshots
         self._sessions: dict[str, dict[str, tuple]] = {}  # user -> title -> _Session fields
         self._fs_cache: dict[str, dict[str, dict[str, float]]] = {}
-        self._ctx_cache: dict[str, UserContext] = {}
         self.policy: BasePolicy = _new_policy(self.config)
         self.learned_seq = 0
         self._snap_seq: int | None = None

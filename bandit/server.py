@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import hmac
+import sqlite3
 import json
 import logging
 import os
@@ -27,6 +28,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from artwork.store import StoreError
+from bandit.policy import EXPLORATIONS
 from bandit.engine import POLICY_KINDS, Engine, EngineConfig, FeedbackOutcome, NotFoundError, RequestError, context_from_request
 
 __all__ = ["ServeConfig", "create_app", "serve_command", "main"]
@@ -371,7 +374,7 @@ class _Unauthorized(Exception):
 @click.option("--events", default=None, help="event log path [default: STORE.events.db]")
 @click.option("--snapshot-dir", default=None, help="policy snapshots [default: STORE.snapshots/]")
 @click.option("--policy", type=click.Choice(POLICY_KINDS), default="vw", show_default=True)
-@click.option("--exploration", default="squarecb", show_default=True)
+@click.option("--exploration", default="squarecb", show_default=True, type=click.Choice(EXPLORATIONS))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--max-titles", default=200, show_default=True, type=int)
 @click.option("--max-body-bytes", default=1_000_000, show_default=True, type=int)
@@ -405,8 +408,12 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
     cfg = ServeConfig(store=store, host=host, port=port, api_key=api_key, max_body_bytes=max_body_bytes,
                       log_level=log_level, engine=eng_cfg)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:  # open the stores and build the policy now: a bad file is one clear line, not a traceback
+        engine = Engine(store, eng_cfg)
+    except (StoreError, sqlite3.DatabaseError, ValueError) as e:
+        raise click.ClickException(f"cannot serve {store}: {e}") from None
     click.echo(f"serving {store} on http://{host}:{port} (docs at /docs)", err=True)
-    uvicorn.run(create_app(cfg), host=host, port=port, log_level=log_level, access_log=False,
+    uvicorn.run(create_app(cfg, engine), host=host, port=port, log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=10)
 
 

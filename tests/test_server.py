@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+
+from bandit.features import taste_from_history
 
 from artwork.store import Catalog
 from bandit.events import EventLog
@@ -89,10 +92,19 @@ def test_choose_page_with_per_title_errors_and_sticky_repeat(server, client) -> 
     assert fb["status"] == "joined" and fb["event_id"] == r1["event_id"]
 
 
-def test_history_builds_taste(client) -> None:
+def test_history_builds_taste(server, client) -> None:
     dist = client.post("/v1/policy/distribution", json={"user_id": "h", "history": ["t00", "t02"], "titles": ["t01"]}).json()
     d = dist["titles"]["t01"]["distribution"]
     assert len(d) == 3 and abs(sum(d.values()) - 1) < 1e-9
+    choose(client, "history-user", ["t01"], history=["t00", "t02", "no-such-title"])
+    log = EventLog(Path(f"{server.store}.events.db"))
+    try:
+        logged = [r for r in log.records() if r.user_id == "history-user"]
+    finally:
+        log.close()
+    with Catalog(server.store) as cat:  # the taste the policy saw is the watched titles' tags
+        expected = taste_from_history(["t00", "t02"], {t: cat.artworks(t) for t in ("t00", "t02")})
+    assert expected and logged[0].context["taste"] == pytest.approx(expected)
 
 
 # -- validation -------------------------------------------------------------------------------------
@@ -300,3 +312,16 @@ def test_service_learns_over_uniform_on_two_segments(tmp_path: Path, seed: int) 
     assert "artwork_join_rate 1" in m
     print(f"LIFT seed={seed} served={served:.4f} uniform={uniform:.4f} ratio={served / uniform:.3f}")
     assert served > 1.15 * uniform, (served, uniform)
+
+
+def test_serve_refuses_bad_settings_with_one_line(tmp_path) -> None:
+    from bandit.cli import cli
+
+    (tmp_path / "notdb.db").write_text("not a database")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["--store", str(tmp_path / "notdb.db"), "serve", "--port", "1"])
+    assert res.exit_code == 1 and "not a usable SQLite catalog" in res.output and "Traceback" not in res.output
+    res = runner.invoke(cli, ["--store", str(tmp_path / "missing.db"), "serve"])
+    assert res.exit_code == 2 and "does not exist" in res.output
+    res = runner.invoke(cli, ["--store", str(tmp_path / "notdb.db"), "serve", "--exploration", "greedy"])
+    assert res.exit_code == 2 and "'greedy' is not one of" in res.output

@@ -114,6 +114,9 @@ def test_cli_upload_exit_status_and_messages(tmp_path, image_dir):
     assert res.exit_code == 0 and res.output.count('"artwork_id"') == 3 and "TINY RANDOM TEST ENCODER" in res.output
     res = runner.invoke(cli, ["--store", store, "show", "nope"])
     assert res.exit_code == 1 and "unknown title 'nope'" in res.output
+    typo = tmp_path / "typo.db"
+    res = runner.invoke(cli, ["--store", str(typo), "show", "t1"])
+    assert res.exit_code == 1 and "does not exist" in res.output and not typo.exists()
     assert sqlite3.connect(store).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
