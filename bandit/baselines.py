@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -157,7 +158,12 @@ class ThompsonPolicy(_JsonPolicy):
 
     def _distribution(self, user: UserContext, title_id: str, allowed: list[Candidate]) -> list[float]:
         ab = np.array([self.posterior(title_id, c.artwork_id) for c in allowed])
-        draws = self._rng.beta(ab[:, :1], ab[:, 1:], size=(len(allowed), self.n_draws))
+        # Draws seeded by the posterior itself: the estimate is a pure function of the state, so
+        # asking for a distribution (debug endpoint, offline evaluation) never shifts the
+        # sampling stream that `choose` and a restored snapshot rely on.
+        key = hashlib.sha256(repr((title_id, [c.artwork_id for c in allowed], ab.tolist())).encode()).digest()
+        mc = np.random.default_rng([self.seed, int.from_bytes(key[:8], "little")])
+        draws = mc.beta(ab[:, :1], ab[:, 1:], size=(len(allowed), self.n_draws))
         wins = np.bincount(np.argmax(draws, axis=0), minlength=len(allowed))
         return (wins / self.n_draws).tolist()
 

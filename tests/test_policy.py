@@ -364,3 +364,21 @@ def test_core_fast_path_matches_public_predict(trained: dict) -> None:
         pol._predict_core = core
     assert fast == slow
     assert fast[0] != fast[1]  # and the shared-context cache does tell users apart
+
+
+def test_thompson_distribution_is_a_pure_function_of_its_posterior():
+    from bandit.baselines import ThompsonPolicy
+    from bandit.features import Candidate, UserContext
+
+    cands = [Candidate("a", {}), Candidate("b", {})]
+    user = UserContext("u")
+    p, q = ThompsonPolicy(seed=3), ThompsonPolicy(seed=3)
+    for pol in (p, q):
+        pol.learn_one(user, "t", cands, "a", 0.5, 1.0)
+    first = p.distribution(user, "t", cands)
+    for _ in range(5):  # asking again (debug endpoint, offline evaluation) changes nothing ...
+        assert p.distribution(user, "t", cands) == first
+    # ... and leaves the sampling stream exactly where a policy that was never asked has it
+    assert [p.choose(user, "t", cands).chosen for _ in range(20)] == [q.choose(user, "t", cands).chosen for _ in range(20)]
+    p.learn_one(user, "t", cands, "b", 0.5, 1.0)
+    assert p.distribution(user, "t", cands) != first  # a new posterior, a new estimate
