@@ -12,6 +12,7 @@ import numpy as np
 from artwork.cli import cli, console, encoder_label, encoder_options, open_catalog, out, resolve_encoder, user_errors
 from artwork.store import Catalog
 from bandit.learning import LearningCurve
+from bandit.policy import EXPLORATIONS
 from bandit.server import serve_command
 
 cli.add_command(serve_command, "serve")
@@ -160,6 +161,30 @@ def report(ctx: click.Context, source: str, out_dir: str, policies: tuple[str, .
         data = report_data_from(catalog, records, title=f"Artwork selection report: {Path(source).name}",
                                 curves=curves, estimates=estimates)
     out.print(f"report: {write_report(data, out_dir)}")
+
+
+@cli.command()
+@click.argument("log", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out_path", type=click.Path(dir_okay=False))
+@click.option("--exploration", default="squarecb", show_default=True,
+              type=click.Choice(EXPLORATIONS))
+@click.option("--seed", default=0, show_default=True)
+@user_errors
+def train(log: str, out_path: str, exploration: str, seed: int) -> None:
+    """Warm-start a VW policy from a decision log (Parquet) and save it (for replay or serving)."""
+    from bandit.decisions import read_parquet
+    from bandit.policy import VWConfig, VWPolicy
+
+    try:
+        records = read_parquet(log)
+    except Exception as exc:
+        raise click.ClickException(f"{log}: not a decision log in Parquet format ({exc})") from None
+    policy = VWPolicy(VWConfig(exploration=exploration, seed=seed))
+    n = policy.learn_many(records)
+    if n == 0:
+        raise click.ClickException(f"{log}: no decision has a reward; nothing to learn from")
+    policy.save(out_path)
+    out.print(f"learned {n} of {len(records)} decisions -> {out_path} (policy version {policy.version})")
 
 
 @cli.command("export-log")
