@@ -293,14 +293,16 @@ class Engine:
     def _load_projection(self) -> None:
         enc = self.catalog.encoder_id
         stored = self.events.get_meta("projection")
+        embs = [a.embedding for a in self.catalog.all_artworks() if a.embedding is not None]
         if stored:
             proj = EmbeddingProjection.from_dict(json.loads(stored))
-            if proj.encoder_id == enc:
+            # Kept once learning has begun: refitting as artworks arrive would silently change
+            # every candidate's "emb:" features under a policy that learned the old ones. Before
+            # any reward is learned, a projection fitted on too few artworks is refitted.
+            undersized = proj.n_components < min(self.config.projection_dims, len(embs) - 1)
+            if proj.encoder_id == enc and not (undersized and self.events.max_learn_seq() == 0):
                 self.projection = proj
                 return
-        # Fitted once and kept in the event log: refitting as artworks arrive would silently
-        # change every candidate's "emb:" features under a policy that learned the old ones.
-        embs = [a.embedding for a in self.catalog.all_artworks() if a.embedding is not None]
         dims = {e.shape for e in embs}
         if len(embs) >= 2 and len(dims) == 1:
             self.projection = EmbeddingProjection.fit(embs, n_components=self.config.projection_dims, encoder_id=enc)
@@ -314,7 +316,8 @@ class Engine:
         with self._view_lock:
             if not force and self._view is not None and version == self._data_version:
                 return self._view
-            if self.projection is None or self.projection.encoder_id != self.catalog.encoder_id:
+            if (self.projection is None or self.projection.encoder_id != self.catalog.encoder_id
+                    or (self.projection.n_components < self.config.projection_dims and self.learned_seq == 0)):
                 self._load_projection()
             arts = self.catalog.all_artworks()
             by_title: dict[str, list[Artwork]] = {t.title_id: [] for t in self.catalog.titles()}
