@@ -634,8 +634,10 @@ class Engine:
                     "outcomes": closed,  # impressions whose reward is known (joined or window closed)
                     "clicks": clicks,
                     "reward_sum": rsum,
-                    # Beta(1, 1)-smoothed, so a new artwork reads 0.5 rather than 0/0.
-                    "take_rate": (clicks + 1) / (closed + 2),
+                    # Same definition as the HTML report: clicks per impression with a known outcome.
+                    "take_rate": clicks / closed if closed else None,
+                    # Beta(1, 1) posterior mean, so a new artwork reads 0.5 rather than nothing.
+                    "take_rate_smoothed": (clicks + 1) / (closed + 2),
                 },
             })
         return out

@@ -237,7 +237,8 @@ def test_title_artworks_have_tags_and_running_stats(client) -> None:
     s = arts[res["artwork_id"]]["stats"]
     b = before[res["artwork_id"]]
     assert s["impressions"] == b["impressions"] + 1 and s["clicks"] == b["clicks"] + 1
-    assert s["outcomes"] == b["outcomes"] + 1 and 0 < s["take_rate"] < 1
+    assert s["outcomes"] == b["outcomes"] + 1 and 0 < s["take_rate_smoothed"] < 1
+    assert s["take_rate"] == pytest.approx(s["clicks"] / s["outcomes"])
     assert set(arts[res["artwork_id"]]["tags"]) == {"moods", "genres", "actors", "actors_present"}
     assert arts[res["artwork_id"]]["tags"]["genres"]
 
