@@ -25,14 +25,16 @@ What is sampled (decoding every frame of a two-hour film would take longer than 
   least `spike_ratio` (4) times the median size of the `spike_window` (8) packets either side
   and at least `spike_key_fraction` (0.3) of its keyframe's size counts as a likely cut (at most
   one per `dense_interval` of the GOP, the largest first). Each one is decoded out of
-  context: sent to the decoder right after its GOP's keyframe (and the earlier likely cuts),
-  without the frames in between, so it costs one frame's decode (the decoder is then drained
-  and flushed, and its pictures taken in time order). Its intra-coded blocks show the new
-  shot; its inter-coded blocks are predicted from the keyframe (or the earlier likely cut)
-  instead of the frame before, so the analysis copy is approximate: close when the encoder
-  coded the cut frame almost all intra, as for detailed pictures, but on flat content that
-  the encoder predicted partly from the old shot it can differ enough from the next keyframe
-  to add a spurious boundary there. The frame finally chosen is re-read exactly (below). The
+  context: sent to a second decoder right after its GOP's keyframe (and the earlier likely
+  cuts), without the frames in between, so it costs one frame's decode (that GOP's keyframe is
+  decoded by the second decoder instead of the main one; the second decoder is drained and
+  flushed after each such GOP, the main one never, and the pictures of both are merged in
+  time order). Its intra-coded blocks show the new shot; its inter-coded blocks are predicted
+  from the keyframe (or the earlier likely cut) instead of the frame before, so the analysis
+  copy is approximate: close when the encoder coded the cut frame almost all intra, as for
+  detailed pictures, but on flat content that the encoder predicted partly from the old shot
+  part of it still shows the old shot. Such a frame therefore only counts as a sample where it
+  starts a new shot (see Shots). The frame finally chosen is re-read exactly (below). The
   decoder's complaints about these packets do not count as corrupt data. A cut whose packet
   does not stand out (into a much simpler shot, or hidden by heavy grain) is still found at
   the next keyframe.
@@ -42,7 +44,15 @@ What is sampled (decoding every frame of a two-hour film would take longer than 
 
 Shots: a new shot starts where the colour histogram (8x8x8 RGB bins) of a sampled frame
 differs from the previous sample's by a total-variation distance of at least `cut_threshold`.
-So shot boundaries are located to within the spacing of the samples around them.
+So shot boundaries are located to within the spacing of the samples around them. Out-of-context
+frames (likely cuts) are evidence, not exact pictures: one starts a new shot if it differs from
+the sample before it, and is otherwise ignored (for shots and selection). At the next exactly
+decoded keyframe: if no likely cut started a shot since the last exact sample, the two exact
+keyframes are compared; if one did and the keyframe is back to the shot before it, that is a
+second cut; otherwise the change is already a boundary, and a second one at the keyframe needs
+a distance of at least `ooc_cut_threshold` (0.9) from the likely cut, since part of that
+picture may come from the wrong reference (a cut into a third shot that differs less, at or
+just before that keyframe, is then merged into the likely cut's shot).
 
 Selection: per sample, `artwork.quality.measure` (on the picture inside letterbox bars);
 samples that are black, fading, mostly text, too dark/bright/flat or too soft (absolute
@@ -91,6 +101,7 @@ class FrameConfig:
     analysis_width: int = 320
     # shots
     cut_threshold: float = 0.35
+    ooc_cut_threshold: float = 0.9  # a second cut right after an out-of-context one (docstring)
     # quality thresholds (sharpness is measured on the analysis copy)
     min_sharpness: float = 25.0
     min_relative_sharpness: float = 0.1
@@ -257,8 +268,9 @@ class _Sampler:
         self.container, self.stream, self.config = container, stream, config
         self.every_frame = every_frame
         self.on_time = on_time
-        self.tb = stream.time_base or Fraction(1, 1)
+        self.tb = float(stream.time_base or Fraction(1, 1))
         self.start = stream.start_time or 0
+        self.out_of_context: set[int] = set()  # pts of the likely cuts decoded out of context
         self.packets = self.keyframes = self.sent = self.errors = self.frames = 0
         self.last_packet_time = 0.0
         self.dense_seconds = 0.0
@@ -266,15 +278,18 @@ class _Sampler:
         self._wanted: set[int] = set()
         self._last_sent = -math.inf
         self._last_yield = -math.inf
+        self._side: av.CodecContext | None = None
+        self._held: list[av.VideoFrame] = []  # side-decoder pictures waiting for their turn
 
     def time_of(self, ts: int | None) -> float | None:
-        return None if ts is None else float((ts - self.start) * self.tb)
+        return None if ts is None else (ts - self.start) * self.tb
 
-    def _send(self, packet: av.Packet | None, out_of_context: bool = False) -> list[av.VideoFrame]:
+    def _send(self, packet: av.Packet | None, out_of_context: bool = False,
+              ctx: av.CodecContext | None = None) -> list[av.VideoFrame]:
         if packet is not None:
             self.sent += 1
         try:
-            return self.stream.codec_context.decode(packet)
+            return (ctx or self.stream.codec_context).decode(packet)
         except av.error.EOFError:
             return []
         except av.error.FFmpegError as e:
@@ -288,16 +303,38 @@ class _Sampler:
                 raise FramesError(f"{self.name}: corrupt video data, {self.errors} packets failed to decode ({_why(e)})") from e
             return []
 
+    def _side_decoder(self) -> av.CodecContext:
+        """A second decoder for GOPs with likely cuts, so the main one never has to be flushed."""
+        if self._side is None:
+            main = self.stream.codec_context
+            side = av.CodecContext.create(main.name, "r")
+            if main.extradata:
+                side.extradata = main.extradata
+            side.thread_type = "SLICE"  # no frame-threading delay: its pictures come out at the drain
+            self._side = side
+        return self._side
+
     def _out(self, frames: list[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        """Frames from the main decoder (in time order), merged with the side decoder's held ones."""
         for f in frames:
-            self.frames += 1
-            t = self.time_of(f.pts)
-            if t is None:
-                continue
-            if self.every_frame or f.pts in self._wanted or t - self._last_yield >= self.config.dense_interval - 1e-6:
-                self._wanted.discard(f.pts)
-                self._last_yield = t
-                yield f
+            if f.pts is not None:
+                while self._held and self._held[0].pts < f.pts:
+                    yield from self._pick(self._held.pop(0))
+            yield from self._pick(f)
+
+    def _release(self) -> Iterator[av.VideoFrame]:
+        while self._held:
+            yield from self._pick(self._held.pop(0))
+
+    def _pick(self, f: av.VideoFrame) -> Iterator[av.VideoFrame]:
+        self.frames += 1
+        t = self.time_of(f.pts)
+        if t is None:
+            return
+        if self.every_frame or f.pts in self._wanted or t - self._last_yield >= self.config.dense_interval - 1e-6:
+            self._wanted.discard(f.pts)
+            self._last_yield = t
+            yield f
 
     def _likely_cuts(self, gop: list[av.Packet]) -> list[av.Packet]:
         """Packets inside a GOP whose size spikes like the first frame of a new shot's (decode order)."""
@@ -339,17 +376,20 @@ class _Sampler:
         if not cuts:
             yield from self._out(self._send(key))
             return
-        # A thinned keyframe is still decoded when likely cuts follow: they are predicted from it.
-        # Out of context, the decoder may emit pictures out of order, so drain it and sort; the
-        # next packet is a keyframe, from which it restarts after the flush.
-        frames = self._send(key)
+        # The keyframe and its likely cuts go to a second decoder (a thinned keyframe too: they
+        # are predicted from it), drained and flushed after each such GOP, while the main decoder
+        # keeps its pipeline. Their pictures wait in time order for the main decoder's output to
+        # pass them, so frames still come out in time order.
+        side = self._side_decoder()
+        frames = self._send(key, ctx=side)
         for p in cuts:
             self.likely_cuts += 1
             self._wanted.add(p.pts)
-            frames += self._send(p, out_of_context=True)
-        frames += self._send(None)
-        self.stream.codec_context.flush_buffers()
-        yield from self._out(sorted((f for f in frames if f.pts is not None), key=lambda f: f.pts))
+            self.out_of_context.add(p.pts)
+            frames += self._send(p, out_of_context=True, ctx=side)
+        frames += self._send(None, ctx=side)
+        side.flush_buffers()
+        self._held = sorted(self._held + [f for f in frames if f.pts is not None], key=lambda f: f.pts)
 
     def __iter__(self) -> Iterator[av.VideoFrame]:
         cfg = self.config
@@ -398,6 +438,7 @@ class _Sampler:
             if dense:
                 self.dense_seconds += self.last_packet_time - dense_from
             yield from self._out(self._send(None))
+            yield from self._release()
         except FramesError:
             raise
         except av.error.FFmpegError as e:
@@ -416,6 +457,53 @@ def colour_histogram(rgb: np.ndarray, bins: int = 8) -> np.ndarray:
     idx = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
     hist = np.bincount(idx, minlength=bins**3).astype(np.float64)
     return hist / hist.sum()
+
+
+class _ShotDetector:
+    """Shot boundaries from the sampled frames' colour histograms (see "Shots" in the module docstring)."""
+
+    def __init__(self, config: FrameConfig) -> None:
+        self.cfg = config
+        self.prev: np.ndarray | None = None  # the previous sample's histogram
+        self.exact: np.ndarray | None = None  # the last exactly decoded sample's histogram
+        self.since_exact = False  # out-of-context samples since the last exact one
+        self.cut_since_exact = False  # ... and one of them started a shot
+
+    def new_shot(self, hist: np.ndarray, out_of_context: bool) -> bool | None:
+        """Whether this sample (the next in time order) starts a new shot; None: ignore the sample.
+
+        An out-of-context sample that does not start a shot is ignored (for shots and selection):
+        either its spike was not a cut, or its picture is too wrong to show one.
+        """
+        thr = self.cfg.cut_threshold
+        d = (lambda a, b: 0.5 * float(np.abs(a - b).sum()))
+        prev, cut = self.prev, False
+        if prev is None:
+            pass
+        elif out_of_context:
+            if d(prev, hist) < thr:
+                return None
+            cut = self.cut_since_exact = True
+        elif not self.since_exact:
+            cut = d(prev, hist) >= thr
+        elif not self.cut_since_exact:
+            # Only false spikes since the last exact sample: compare the exact pictures.
+            cut = d(self.exact, hist) >= thr
+        elif self.exact is not None and d(self.exact, hist) < thr:
+            # Back to the shot before the out-of-context cut (A, B, A): a cut unless that sample
+            # was the same picture all along.
+            cut = d(prev, hist) >= thr
+        else:
+            # The change since the last exact sample is already a boundary, at the likely cut. Part
+            # of that out-of-context picture came from the wrong reference, so only a very large
+            # difference counts as a second cut.
+            cut = d(prev, hist) >= max(thr, self.cfg.ooc_cut_threshold)
+        self.prev = hist
+        if out_of_context:
+            self.since_exact = True
+        else:
+            self.exact, self.since_exact, self.cut_since_exact = hist, False, False
+        return cut
 
 
 def _check_complete(sampler: _Sampler, declared: float | None) -> None:
@@ -460,13 +548,15 @@ def scan_video(path: str | Path, config: FrameConfig | None = None, every_frame:
         sampler = _Sampler(path, container, stream, config, every_frame=every_frame)
         times: list[float] = []
         boundaries: list[float] = []
-        prev = None
+        shots = _ShotDetector(config)
         for frame in sampler:
             t = sampler.time_of(frame.pts)
             hist = colour_histogram(_analysis_copy(frame, config.analysis_width))
-            if prev is not None and 0.5 * np.abs(hist - prev).sum() >= config.cut_threshold:
+            cut = shots.new_shot(hist, frame.pts in sampler.out_of_context)
+            if cut is None:
+                continue
+            if cut:
                 boundaries.append(t)
-            prev = hist
             times.append(t)
         _check_complete(sampler, declared)
     finally:
@@ -598,7 +688,8 @@ def mine_frames(
         pool: list[tuple[float, int, _Sample]] = []
         best_in_shot: _Sample | None = None
         sharpness_seen: list[float] = []
-        shot, prev_hist, n = 0, None, 0
+        shot, n = 0, 0
+        shots = _ShotDetector(cfg)
 
         def close_shot() -> None:
             if best_in_shot is not None:
@@ -609,11 +700,13 @@ def mine_frames(
             n += 1
             rgb = _analysis_copy(frame, cfg.analysis_width)
             hist = colour_histogram(rgb)
-            if prev_hist is not None and 0.5 * np.abs(hist - prev_hist).sum() >= cfg.cut_threshold:
+            cut = shots.new_shot(hist, frame.pts in sampler.out_of_context)
+            if cut is None:
+                continue
+            if cut:
                 close_shot()
                 best_in_shot = None
                 shot += 1
-            prev_hist = hist
             box = Q.letterbox_box(rgb)
             q = Q.measure(rgb)
             if not q["black"] and not q["fade"]:

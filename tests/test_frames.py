@@ -164,6 +164,24 @@ def test_cuts_inside_long_gops_found_from_packet_sizes(tmp_path):
         assert nearest_colour(np.asarray(c.image)) == shot_at(shots, c.timestamp).colour
 
 
+def test_fixed_gop_without_scene_cut_keyframes_adds_no_extra_shots(tmp_path):
+    # A streaming-style encode: a keyframe every 1 s, scene-cut keyframes off, so every cut falls
+    # inside a GOP and is decoded out of context. Part of such a picture comes from the wrong
+    # reference frame, which must not make the next keyframe look like another cut.
+    path = tmp_path / "fixedgop.mp4"
+    specs = [ShotSpec(f"s{i}", 1.7, c, seed=10 + i) for i, c in
+             enumerate(["red", "green", "blue", "yellow", "magenta", "cyan", "orange", "purple"])]
+    shots = write_video(path, specs, size=(320, 180), gop=25, scenecut=False, pan=4, detail="blocks")
+    sampled = F.scan_video(path)
+    full = F.scan_video(path, every_frame=True)
+    assert sampled.likely_cuts >= 4  # cuts really were found inside GOPs
+    assert len(full.boundaries) == len(shots) - 1
+    assert len(sampled.boundaries) == len(shots) - 1, (sampled.boundaries, full.boundaries)
+    for b_full, b_sampled in zip(full.boundaries, sampled.boundaries):
+        before = max(t for t in sampled.sample_times if t < b_sampled)
+        assert before < b_full <= b_sampled
+
+
 def test_all_intra_video_is_thinned(tmp_path):
     path = tmp_path / "intra.mp4"
     write_video(path, [ShotSpec("A", 2, "red", 1), ShotSpec("B", 2, "green", 2)], gop=1)
