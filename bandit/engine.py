@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import random
 import sqlite3
 import threading
 import time
@@ -28,6 +29,7 @@ from typing import Any, NamedTuple
 
 from artwork.records import Artwork
 from artwork.store import Catalog, StoreError
+from bandit.baselines import UniformPolicy
 from bandit.events import DecisionRow, EventLog, NewDecision
 from bandit.features import Candidate, ContextError, EmbeddingProjection, UserContext, candidates_from_artworks, taste_from_history
 from bandit.policy import BasePolicy, NoCandidatesError, PolicyError, VWConfig, VWPolicy, load_policy
@@ -83,6 +85,10 @@ class EngineConfig:
     keep_snapshots: int = 2
     reward_min: float = 0.0
     reward_max: float = 1.0
+    # Share of pages served uniformly at random (logged as policy "uniform", propensity 1/K) and
+    # learned from like any other: the randomised slice that replay evaluation needs to judge
+    # policies unlike the deployed one.
+    explore_share: float = 0.0
     click_reward: float = 1.0  # reward of {"click": true}
     play_reward: float = 1.0  # reward of {"play": true}
     projection_dims: int = 16
@@ -97,6 +103,8 @@ class EngineConfig:
         for name in ("session_ttl_s", "feedback_window_s", "close_interval_s", "snapshot_interval_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
+        if not 0.0 <= self.explore_share <= 1.0:
+            raise ValueError("explore_share must be in [0, 1]")
         if self.max_titles < 1 or self.max_batch < 1:
             raise ValueError("max_titles and max_batch must be >= 1")
 
@@ -224,6 +232,8 @@ class Engine:
         self._sessions: dict[str, dict[str, tuple]] = {}  # user -> title -> _Session fields
         self._fs_cache: dict[str, dict[str, dict[str, float]]] = {}
         self.policy: BasePolicy = _new_policy(self.config)
+        self._explorer = UniformPolicy(seed=self.config.seed + 1)
+        self._explore_rng = random.Random(self.config.seed + 2)
         self.learned_seq = 0
         self._snap_seq: int | None = None
         self._last_snapshot = 0.0
@@ -483,6 +493,8 @@ class Engine:
         with self._choose_lock:
             now = self.clock()
             sessions = self._sessions.get(user.user_id, {})
+            explore = self.config.explore_share > 0 and self._explore_rng.random() < self.config.explore_share
+            chooser = self._explorer if explore else self.policy
             for tid in title_ids:
                 tv = view.titles.get(tid)
                 if tv is None:
@@ -502,7 +514,7 @@ class Engine:
                                            s.policy, s.version, repeat=True))
                     continue
                 try:
-                    d = self.policy.choose(user, tid, tv.candidates, excl, pinned=tv.pinned, disabled=tv.disabled)
+                    d = chooser.choose(user, tid, tv.candidates, excl, pinned=tv.pinned, disabled=tv.disabled)
                 except NoCandidatesError as e:
                     out.append(TitleChoice(tid, error="no_candidates", message=str(e)))
                     continue

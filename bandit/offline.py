@@ -30,7 +30,7 @@ class LogArrays:
     mask: np.ndarray  # (n, k) True where a candidate exists
 
 
-def log_arrays(records: Sequence[DecisionRecord], l2: float = 1.0, folds: int = 2) -> LogArrays:
+def log_arrays(records: Sequence[DecisionRecord], l2: float = 1.0, folds: int = 2, seed: int = 0) -> LogArrays:
     """Arrays of the rewarded rows of a log, with a cross-fitted reward model."""
     recs = [r for r in records if r.reward is not None]
     if len(recs) < 2 * folds:
@@ -40,7 +40,9 @@ def log_arrays(records: Sequence[DecisionRecord], l2: float = 1.0, folds: int = 
     n = len(recs)
     mask = np.zeros((n, k), bool)
     q = np.zeros((n, k))
-    fold = np.arange(n) % folds
+    # Random folds: logs come in pages (title 1, 2, 3, 4, 1, 2, ...), so `i % folds` would put
+    # whole titles in one fold and leave the other fold's model without their intercepts.
+    fold = np.random.default_rng(seed).permutation(n) % folds
     for f in range(folds):
         model = fit_reward_model([r for r, g in zip(recs, fold) if g != f], l2=l2)
         for i in np.flatnonzero(fold == f):

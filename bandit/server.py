@@ -383,13 +383,16 @@ class _Unauthorized(Exception):
 @click.option("--snapshot-interval", default=60.0, show_default=True, type=float, help="seconds")
 @click.option("--close-interval", default=1.0, show_default=True, type=float, help="seconds")
 @click.option("--reward-range", nargs=2, type=float, default=(0.0, 1.0), show_default=True)
+@click.option("--explore-share", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="share of pages served uniformly at random, for replay evaluation")
 @click.option("--durable", is_flag=True, help="fsync every commit (survive power loss, slower)")
 @click.option("--log-level", default="warning", show_default=True)
 @click.pass_context
 def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None, events: str | None,
                   snapshot_dir: str | None, policy: str, exploration: str, seed: int, max_titles: int,
                   max_body_bytes: int, session_ttl: float, feedback_window: float, snapshot_interval: float,
-                  close_interval: float, reward_range: tuple[float, float], durable: bool, log_level: str) -> None:
+                  close_interval: float, reward_range: tuple[float, float], explore_share: float, durable: bool,
+                  log_level: str) -> None:
     """Serve the decision API over HTTP (uvicorn; OpenAPI at /docs and /openapi.json)."""
     import uvicorn
 
@@ -402,7 +405,8 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
         eng_cfg = EngineConfig(events=events, snapshot_dir=snapshot_dir, policy=policy, exploration=exploration, seed=seed,
                                max_titles=max_titles, session_ttl_s=session_ttl, feedback_window_s=feedback_window,
                                snapshot_interval_s=snapshot_interval, close_interval_s=close_interval,
-                               reward_min=reward_range[0], reward_max=reward_range[1], durable=durable)
+                               reward_min=reward_range[0], reward_max=reward_range[1], explore_share=explore_share,
+                               durable=durable)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     cfg = ServeConfig(store=store, host=host, port=port, api_key=api_key, max_body_bytes=max_body_bytes,
