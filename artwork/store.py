@@ -12,13 +12,13 @@ import json
 import sqlite3
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager
 
 import numpy as np
 
 from artwork.records import Artwork, Tags, Title
+from artwork.sqlite import connect_wal, write_transaction
 
 DEFAULT_STORE = "artwork.db"
 
@@ -86,9 +86,7 @@ class Catalog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False,
-                                       isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = connect_wal(self.path, timeout)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable SQLite catalog: {exc}") from exc
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -107,18 +105,9 @@ class Catalog:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> ContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
+        return write_transaction(self._db, self._lock)
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:

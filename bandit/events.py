@@ -20,11 +20,11 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
+from artwork.sqlite import connect_wal, write_transaction
 from bandit.decisions import DecisionRecord
 
 __all__ = ["EventLog", "DecisionRow", "FinalizeResult", "NewDecision", "SCHEMA"]
@@ -134,8 +134,7 @@ class EventLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect_wal(self.path, timeout)
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.execute("PRAGMA foreign_keys=ON")
         if not auto_checkpoint:
@@ -156,17 +155,9 @@ class EventLog:
                 self._ckpt.close()
             self._db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> ContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT under the connection lock; rolled back on any exception."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        return write_transaction(self._db, self._lock)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file without blocking writers (its own connection, PASSIVE)."""
