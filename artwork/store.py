@@ -13,12 +13,11 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import ContextManager
 
 import numpy as np
 
 from artwork.records import Artwork, Tags, Title
-from artwork.sqlite import connect_wal, write_transaction
+from artwork.sqlite import WalDatabase, connect_wal
 
 DEFAULT_STORE = "artwork.db"
 
@@ -75,7 +74,7 @@ def _blob_to_vec(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4").copy()
 
 
-class Catalog:
+class Catalog(WalDatabase):
     """A connection to one catalog file. Safe to share between threads of one process."""
 
     def __init__(self, path: str | Path = DEFAULT_STORE, timeout: float = 30.0, create: bool = True):
@@ -105,19 +104,7 @@ class Catalog:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def transaction(self) -> ContextManager[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-        return write_transaction(self._db, self._lock)
-
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
-
     # -- meta -------------------------------------------------------------------------------
-    def get_meta(self, key: str) -> str | None:
-        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
-        return rows[0][0] if rows else None
-
     def set_meta(self, key: str, value: str, db: sqlite3.Connection | None = None) -> None:
         sql, args = "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value)
         if db is not None:

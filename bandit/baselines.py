@@ -72,7 +72,18 @@ def _read_doc(path: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
-class UniformPolicy(_JsonPolicy):
+class _StaticPolicy(_JsonPolicy):
+    """A baseline whose distribution never changes with feedback."""
+
+    def learn_one(
+        self, user: UserContext, title_id: str, candidates: list[Candidate], chosen: str, probability: float, reward: float
+    ) -> None:
+        """Nothing to learn; validates and counts the update."""
+        _check_learn_args(title_id, candidates, chosen, probability, reward)
+        self.version += 1
+
+
+class UniformPolicy(_StaticPolicy):
     """Every allowed artwork equally likely: the pure-exploration logging policy."""
 
     kind: ClassVar[str] = "uniform"
@@ -84,15 +95,8 @@ class UniformPolicy(_JsonPolicy):
     def _distribution(self, user: UserContext, title_id: str, allowed: list[Candidate]) -> list[float]:
         return [1.0 / len(allowed)] * len(allowed)
 
-    def learn_one(
-        self, user: UserContext, title_id: str, candidates: list[Candidate], chosen: str, probability: float, reward: float
-    ) -> None:
-        """Nothing to learn; validates and counts the update."""
-        _check_learn_args(title_id, candidates, chosen, probability, reward)
-        self.version += 1
 
-
-class FixedPolicy(_JsonPolicy):
+class FixedPolicy(_StaticPolicy):
     """Always the title's default artwork: `defaults[title_id]` when allowed, else the first allowed candidate."""
 
     kind: ClassVar[str] = "fixed"
@@ -110,13 +114,6 @@ class FixedPolicy(_JsonPolicy):
         ids = [c.artwork_id for c in allowed]
         pick = ids.index(want) if want in ids else 0
         return [1.0 if i == pick else 0.0 for i in range(len(ids))]
-
-    def learn_one(
-        self, user: UserContext, title_id: str, candidates: list[Candidate], chosen: str, probability: float, reward: float
-    ) -> None:
-        """Nothing to learn; validates and counts the update."""
-        _check_learn_args(title_id, candidates, chosen, probability, reward)
-        self.version += 1
 
 
 class ThompsonPolicy(_JsonPolicy):

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from bandit.features import UserContext
 from bandit.learning import LearningCurve, run_online
 from bandit.offline import evaluate_log
 from bandit.report import candidates_by_title, report_data_from, write_report
-from bandit.server import ServeConfig, create_app
+from bandit.server import ServeConfig, create_app, free_port
 from bandit.simulator import Simulator
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -84,12 +83,6 @@ def build_catalog(catalog: Catalog, encoder: Encoder, samples: Path = SAMPLES, p
         for name, refs in spec.get("cast", {}).items():
             ingestor.add_cast_member(title_id, name, [samples / r for r in refs])
     return reports
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LiveServer:
@@ -189,12 +182,11 @@ def run_demo(store: str | Path, encoder: Encoder, cfg: DemoConfig = DemoConfig()
         say(f"service: {live.url} (OpenAPI at {live.url}/docs)")
         candidates = {t: c for t, c in candidates_by_title(engine.catalog, engine.projection).items() if c}
         sim = Simulator.from_catalog(candidates, seed=cfg.seed, n_segments=cfg.segments, n_users=cfg.users)
-        first_seq = len(engine.events.records())
         with progress_bar(cfg.visits, "audience", enabled=cfg.progress, unit="pages") as advance:
             drive_audience(live.url, sim, cfg.visits, cfg.seed, run_tag, advance)
         time.sleep(cfg.feedback_window_s + 0.5)  # let the last windows close and be learned
         engine.close_expired()
-        records = [r for r in engine.events.records()[first_seq:] if r.user_id.startswith(run_tag)]
+        records = [r for r in engine.events.records() if r.user_id.startswith(f"{run_tag}:")]  # this run only
         learned = engine.policy
         policies = {"learned (served)": learned, "uniform": UniformPolicy(seed=cfg.seed), "fixed": FixedPolicy(),
                     "thompson (fit on log)": ThompsonPolicy(seed=cfg.seed)}

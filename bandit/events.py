@@ -22,9 +22,9 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
-from artwork.sqlite import connect_wal, write_transaction
+from artwork.sqlite import WalDatabase, connect_wal
 from bandit.decisions import DecisionRecord
 
 __all__ = ["EventLog", "DecisionRow", "FinalizeResult", "NewDecision", "SCHEMA"]
@@ -126,7 +126,7 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, allow_nan=False, separators=(",", ":"))
 
 
-class EventLog:
+class EventLog(WalDatabase):
     """A connection to one event-log file, shared by the threads of one server process."""
 
     def __init__(self, path: str | Path, *, durable: bool = False, timeout: float = 30.0,
@@ -155,26 +155,13 @@ class EventLog:
                 self._ckpt.close()
             self._db.close()
 
-    def transaction(self) -> ContextManager[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT under the connection lock; rolled back on any exception."""
-        return write_transaction(self._db, self._lock)
-
     def checkpoint(self) -> None:
         """Copy the WAL into the database file without blocking writers (its own connection, PASSIVE)."""
         if self._ckpt is None:
             self._ckpt = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
-
     # -- meta ---------------------------------------------------------------------------------
-    def get_meta(self, key: str) -> str | None:
-        """A stored setting (e.g. the embedding projection), or None."""
-        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
-        return rows[0][0] if rows else None
-
     def set_meta(self, key: str, value: str) -> None:
         """Store a setting."""
         with self.transaction() as db:

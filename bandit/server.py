@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import hmac
+import socket
 import sqlite3
 import json
 import logging
@@ -32,7 +33,7 @@ from artwork.store import StoreError
 from bandit.policy import EXPLORATIONS
 from bandit.engine import POLICY_KINDS, Engine, EngineConfig, FeedbackOutcome, NotFoundError, RequestError, context_from_request
 
-__all__ = ["ServeConfig", "create_app", "serve_command", "main"]
+__all__ = ["ServeConfig", "create_app", "free_port", "serve_command", "main"]
 
 log = logging.getLogger("artwork.server")
 
@@ -213,6 +214,13 @@ def _field_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
         loc = [str(x) for x in e.get("loc", ()) if x != "body"]
         out.append({"field": ".".join(loc) or "body", "reason": e.get("msg", "invalid"), "type": e.get("type", "")})
     return out
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:

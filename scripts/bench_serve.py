@@ -22,7 +22,6 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from artwork.store import Catalog  # noqa: E402
 from bandit.engine import Engine, EngineConfig, context_from_request  # noqa: E402
+from bandit.server import free_port  # noqa: E402
 
 LOOKS = ("crime", "romance", "comedy", "horror", "action", "drama")
 MOODS = {"crime": "dark", "romance": "romantic", "comedy": "funny", "horror": "scary", "action": "epic", "drama": "emotional"}
@@ -173,9 +173,7 @@ def main() -> None:
         print(f"catalog: {len(titles)} titles x {args.per_title} artworks; measuring in-process choose ...", flush=True)
         inproc = in_process(store, titles, args.inproc_pages)
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         logf = (work / "server.log").open("wb")
         proc = subprocess.Popen([sys.executable, "-m", "bandit.server", "--store", str(store), "--host", "127.0.0.1",

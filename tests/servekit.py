@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import httpx
 import numpy as np
 
 from artwork.store import Catalog
+from bandit.server import free_port
 from conftest import encode, scene
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,13 +51,6 @@ def build_catalog(path: Path, n_titles: int = 6, per_title: int = 3, seed: int =
                               "test-encoder/seed0", emb, tags, "test-vocab")
             titles.append(tid)
     return titles
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LiveServer:
