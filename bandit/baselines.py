@@ -175,6 +175,26 @@ class ThompsonPolicy(_JsonPolicy):
         arm[1] += 1.0 - r
         self.version += 1
 
+    def relearn(
+        self, user: UserContext, title_id: str, candidates: list[Candidate], chosen: str, probability: float,
+        old_reward: float, new_reward: float,
+    ) -> None:
+        """Move the chosen arm's counts exactly: the old (clipped) reward out, the new one in.
+
+        A reward-0 close corrected by a late click turns one failure into one success; the arm's
+        number of observations stays the same.
+        """
+        _check_learn_args(title_id, candidates, chosen, probability, old_reward)
+        _check_learn_args(title_id, candidates, chosen, probability, new_reward)
+        old = min(max(float(old_reward), 0.0), 1.0)
+        new = min(max(float(new_reward), 0.0), 1.0)
+        arm = self.counts.setdefault(title_id, {}).setdefault(chosen, [0.0, 0.0])
+        # Clamped at 0: a correction of an outcome this policy never learned (it was restored
+        # from another policy's history) must not leave a negative Beta parameter.
+        arm[0] = max(arm[0] + new - old, 0.0)
+        arm[1] = max(arm[1] + old - new, 0.0)
+        self.version += 1
+
 
 _KINDS: dict[str, type[_JsonPolicy]] = {p.kind: p for p in (UniformPolicy, FixedPolicy, ThompsonPolicy)}
 

@@ -4,11 +4,13 @@
 online and snapshots the policy. The FastAPI app (`bandit.server`) is a thin layer over it, and
 the demo and benchmarks call it directly, so in-process and over-HTTP behaviour are one code path.
 
-Learning order is the invariant everything hangs on: every reward (joined feedback or a window
-closed at reward 0) gets a `learn_seq` in the same SQLite transaction that records it, and the
-policy learns rewards strictly in learn_seq order (one lock around "commit + learn"). A snapshot
-records the last learn_seq it includes, so a restart = load snapshot + replay learn_seq > that,
-which rebuilds exactly the policy that was running (VW learning is deterministic).
+Learning order is the invariant everything hangs on: every learn event (joined feedback, a window
+closed at reward 0, or a late click correcting such a close) gets a `learn_seq` in the same SQLite
+transaction that records it, and the policy learns events strictly in learn_seq order (one lock
+around "commit + learn"), through one function (`_learn`) fed by the rows the transaction wrote
+or, at restart, by `EventLog.finalized_after`. A snapshot records the last learn_seq it includes,
+so a restart = load snapshot + replay learn_seq > that, which rebuilds exactly the policy that was
+running (VW learning is deterministic).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,7 +34,8 @@ from artwork.store import Catalog, StoreError
 from bandit.baselines import UniformPolicy
 from bandit.events import DecisionRow, EventLog, NewDecision
 from bandit.features import Candidate, ContextError, EmbeddingProjection, UserContext, candidates_from_artworks, taste_from_history
-from bandit.policy import BasePolicy, NoCandidatesError, PolicyError, VWConfig, VWPolicy, load_policy
+from bandit.policy import BasePolicy, NoCandidatesError, PolicyError
+from bandit.registry import DEFAULT_POLICY, POLICIES, load_policy, make_policy
 
 __all__ = [
     "EngineConfig",
@@ -47,7 +50,7 @@ __all__ = [
 
 log = logging.getLogger("artwork.engine")
 
-POLICY_KINDS = ("vw", "uniform", "thompson")
+POLICY_KINDS = tuple(p for p in POLICIES if p != "fixed")  # fixed needs per-title defaults: not served
 
 
 class EngineError(Exception):
@@ -73,7 +76,7 @@ class EngineConfig:
 
     events: str | None = None  # event log path; default: "<store>.events.db" next to the catalog
     snapshot_dir: str | None = None  # default: "<store>.snapshots/"
-    policy: str = "vw"  # vw | uniform | thompson (a snapshot, when present, wins)
+    policy: str = DEFAULT_POLICY  # a name in bandit.registry.POLICIES (a snapshot, when present, wins)
     exploration: str = "squarecb"  # VW exploration (see bandit.policy.EXPLORATIONS)
     seed: int = 0
     max_titles: int = 200  # titles per choose request
@@ -138,7 +141,7 @@ class FeedbackOutcome:
     """What happened to one feedback post."""
 
     event_id: str
-    status: str  # "joined" | "duplicate" | "not_found" | "expired"
+    status: str  # "joined" | "late" | "duplicate" | "not_found" | "expired"
     changed: bool
     reward: float | None = None  # the reward on record for the event
     message: str = ""
@@ -187,13 +190,8 @@ def _content_type(data: bytes) -> str:
 
 
 def _new_policy(cfg: EngineConfig) -> BasePolicy:
-    if cfg.policy == "vw":
-        return VWPolicy(VWConfig(exploration=cfg.exploration, seed=cfg.seed))
-    from bandit import baselines  # local: only needed for the baseline kinds
-
-    if cfg.policy == "uniform":
-        return baselines.UniformPolicy(seed=cfg.seed)
-    return baselines.ThompsonPolicy(seed=cfg.seed)
+    options = {"exploration": cfg.exploration} if cfg.policy == "vw" else {}
+    return make_policy(cfg.policy, seed=cfg.seed, **options)
 
 
 class Engine:
@@ -239,8 +237,8 @@ class Engine:
         self._last_snapshot = 0.0
         self.counters: dict[str, int] = {
             "choose_requests": 0, "decisions": 0, "repeats": 0, "title_errors": 0, "feedback_joined": 0,
-            "feedback_duplicate": 0, "feedback_not_found": 0, "feedback_expired": 0, "windows_closed": 0,
-            "learned": 0, "snapshots": 0, "replayed": 0,
+            "feedback_late": 0, "feedback_duplicate": 0, "feedback_not_found": 0, "feedback_expired": 0,
+            "windows_closed": 0, "learned": 0, "corrections_learned": 0, "snapshots": 0, "replayed": 0,
         }
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
@@ -361,10 +359,7 @@ class Engine:
             self.learned_seq = self._snap_seq = seq
             break
         with self._learn_lock:
-            n = 0
-            for row in self.events.finalized_after(self.learned_seq):
-                self._learn_row(row)
-                n += 1
+            n = self._learn(self.events.finalized_after(self.learned_seq))
             self.counters["replayed"] = n
         log.info("policy %s restored at learn_seq %d (%d replayed)", self.policy.name, self.learned_seq, n)
 
@@ -377,19 +372,38 @@ class Engine:
             self._fs_cache[fs_key] = fs
         return fs
 
-    def _learn_row(self, row: DecisionRow) -> None:
-        # Live learning and restart replay both rebuild the example from the logged row, so
-        # they feed VW byte-identical examples.
-        assert row.learn_seq is not None and row.reward is not None
-        feats = self._featureset(row.fs_key)
-        cands = [Candidate(a, feats.get(a, {})) for a in json.loads(row.candidates)]
-        user = UserContext.from_dict(json.loads(row.context))
-        try:
-            self.policy.learn_one(user, row.title_id, cands, row.chosen, row.probability, row.reward)
-        except PolicyError as e:  # a row we cannot learn from must not wedge the loop
-            log.warning("event %s not learnable: %s", row.event_id, e)
-        self.learned_seq = int(row.learn_seq)
-        self.counters["learned"] += 1
+    def _learn(self, rows: Iterable[DecisionRow]) -> int:
+        """The one learn path: apply learn events (decisions and corrections) in learn_seq order.
+
+        Live learning passes the rows a transaction just wrote (`FinalizeResult.learn`,
+        `EventLog.close_expired`); restart replay passes `EventLog.finalized_after`. Both come
+        from the same query, so the policy sees byte-identical examples either way. Call with
+        `_learn_lock` held. Returns how many events were learned.
+        """
+        n = 0
+        for row in rows:
+            assert row.learn_seq is not None and row.reward is not None
+            seq = int(row.learn_seq)
+            if seq <= self.learned_seq:  # already in the policy: every event is learned exactly once
+                continue
+            if seq != self.learned_seq + 1:
+                log.warning("learn_seq jumps from %d to %d: events in between were not learned", self.learned_seq, seq)
+            feats = self._featureset(row.fs_key)
+            cands = [Candidate(a, feats.get(a, {})) for a in json.loads(row.candidates)]
+            user = UserContext.from_dict(json.loads(row.context))
+            try:
+                if row.old_reward is not None:  # a late click correcting a reward-0 close
+                    self.policy.relearn(user, row.title_id, cands, row.chosen, row.probability,
+                                        row.old_reward, row.reward)
+                    self.counters["corrections_learned"] += 1
+                else:
+                    self.policy.learn_one(user, row.title_id, cands, row.chosen, row.probability, row.reward)
+            except PolicyError as e:  # a row we cannot learn from must not wedge the loop
+                log.warning("event %s (learn_seq %d) not learnable: %s", row.event_id, seq, e)
+            self.learned_seq = seq
+            self.counters["learned"] += 1
+            n += 1
+        return n
 
     def close_expired(self) -> int:
         """Close every open decision past its window at reward 0 and learn from it; returns how many."""
@@ -397,8 +411,7 @@ class Engine:
         with self._learn_lock:
             while True:
                 rows = self.events.close_expired(self.clock())
-                for row in rows:
-                    self._learn_row(row)
+                self._learn(rows)
                 total += len(rows)
                 if len(rows) < 5000:
                     break
@@ -412,7 +425,7 @@ class Engine:
             if self._snap_seq == self.learned_seq:
                 return None
             seq = self.learned_seq
-            ext = "vwz" if isinstance(self.policy, VWPolicy) else "json"
+            ext = self.policy.file_suffix
             path = self.snapshot_dir / f"policy-{seq:012d}.{ext}"
             self.policy.save(path)
             # Recorded after the file is complete: a crash in between leaves an unrecorded file
@@ -584,21 +597,28 @@ class Engine:
     def _feedback_one(self, event_id: str, reward: float, click: bool | None, play: bool | None) -> FeedbackOutcome:
         with self._learn_lock:
             res = self.events.join_feedback(event_id, reward, self.clock(), click, play)
-            if res.finalized and res.row is not None:
-                self._learn_row(res.row)
+            self._learn(res.learn)
         self.counters[f"feedback_{res.status}"] += 1
-        if res.status == "expired" and res.finalized:
+        if res.finalized and res.status != "joined":  # this post found the window passed and closed it
             self.counters["windows_closed"] += 1
         msg = {
             "joined": "feedback joined to its decision",
+            "late": (f"the feedback window of event {event_id!r} had closed at reward 0; this reward was "
+                     "recorded and learned as a correction of that close"),
             "duplicate": "feedback for this event was already recorded; nothing changed",
             "not_found": f"unknown event id {event_id!r}",
-            "expired": f"the feedback window of event {event_id!r} has closed (recorded as reward 0)",
+            "expired": (f"the feedback window of event {event_id!r} has closed (recorded as reward 0); "
+                        "feedback without a positive reward changes nothing"),
         }[res.status]
-        return FeedbackOutcome(event_id, res.status, res.status == "joined", res.reward, msg)
+        return FeedbackOutcome(event_id, res.status, res.status in ("joined", "late"), res.reward, msg)
 
     def feedback(self, event_id: str, *, reward: Any = None, click: Any = None, play: Any = None) -> FeedbackOutcome:
-        """Join one outcome to its decision and learn from it; idempotent per event."""
+        """Join one outcome to its decision and learn from it; idempotent per event.
+
+        Within the window: "joined". After it (the decision closed at reward 0): a positive reward
+        is "late", recorded and learned as a correction of the close; reward 0 is "expired" and
+        changes nothing. Feedback for an event that already has its feedback is "duplicate".
+        """
         if not isinstance(event_id, str) or not event_id:
             raise RequestError("event_id", "must be a non-empty string")
         r = self.reward_of(reward, click, play)
@@ -730,6 +750,8 @@ class Engine:
         m.update({
             "log_decisions": counts["decisions"],
             "log_feedback": counts["feedback"],
+            "log_corrections": counts["corrections"],
+            "log_expired_feedback": counts["expired_feedback"],
             "open_windows": counts["open"],
             "join_rate": counts["joined"] / done if done else 0.0,
             "policy_version": self.policy.version,
@@ -742,7 +764,11 @@ class Engine:
     def metrics_text(self) -> str:
         """Prometheus text exposition format."""
         help_ = {
-            "join_rate": "share of closed decisions that received feedback",
+            "join_rate": "share of finalized decisions whose feedback arrived within the window",
+            "feedback_late_total": "late clicks (window closed at reward 0) learned as corrections",
+            "feedback_expired_total": "feedback refused: window closed and no positive reward",
+            "log_corrections": "late-click corrections in the event log",
+            "log_expired_feedback": "feedback refused as expired, all time (event log)",
             "open_windows": "decisions still waiting for feedback",
             "policy_version": "number of updates the policy has learned",
             "store_bytes": "catalog size on disk",

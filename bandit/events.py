@@ -12,6 +12,13 @@ cut can lose the last transactions, which `durable=True` (synchronous=FULL) also
 Size: a 40-title page writes one `requests` row (the user context, once) and 40 small `decisions`
 rows; candidate features are stored once per distinct feature set (`featuresets`, keyed by a
 hash), not once per decision, because they only change when the catalog does.
+
+Learn events: every change the policy must learn gets the next `learn_seq`, one gap-free sequence
+shared by two tables. A decision gets one when it is finalized (feedback joined within its window,
+or the window closed at reward 0); a positive reward arriving after the window closed is a late
+click, stored as a `corrections` row (old reward -> new reward) with its own learn_seq, and the
+decision's `reward` becomes the new value (its `late_seq` points at the correction). Replaying
+`finalized_after` in learn_seq order therefore feeds a policy exactly what the live server fed it.
 """
 
 from __future__ import annotations
@@ -20,14 +27,18 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from artwork.sqlite import WalDatabase, connect_wal
 from bandit.decisions import DecisionRecord
 
-__all__ = ["EventLog", "DecisionRow", "FinalizeResult", "NewDecision", "SCHEMA"]
+__all__ = ["EventLog", "DecisionRow", "FinalizeResult", "NewDecision", "SCHEMA", "SCHEMA_VERSION"]
+
+# 2: the `corrections` table and `decisions.late_seq` (late clicks). Logs written by version 1
+# are migrated when opened (see `EventLog._migrate`).
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,7 +56,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     policy TEXT NOT NULL, version INTEGER NOT NULL,
     deadline REAL NOT NULL,
     status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'joined', 'closed')),
-    reward REAL, final_time REAL, learn_seq INTEGER UNIQUE);
+    reward REAL, final_time REAL, learn_seq INTEGER UNIQUE,
+    late_seq INTEGER);
 CREATE INDEX IF NOT EXISTS decisions_open ON decisions(deadline) WHERE status = 'open';
 CREATE TABLE IF NOT EXISTS feedback (
     event_id TEXT PRIMARY KEY REFERENCES decisions(event_id), time REAL NOT NULL,
@@ -57,14 +69,44 @@ CREATE TABLE IF NOT EXISTS artwork_stats (
     artwork_id TEXT PRIMARY KEY, impressions INTEGER NOT NULL DEFAULT 0,
     closed INTEGER NOT NULL DEFAULT 0, clicks INTEGER NOT NULL DEFAULT 0,
     reward_sum REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS corrections (
+    learn_seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL REFERENCES decisions(event_id),
+    time REAL NOT NULL, old_reward REAL NOT NULL, new_reward REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS corrections_event ON corrections(event_id);
 CREATE TABLE IF NOT EXISTS snapshots (
     id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, path TEXT NOT NULL,
     learned_seq INTEGER NOT NULL, version INTEGER NOT NULL);
 """
 
-_DECISION_COLS = (
-    "d.seq, d.event_id, d.time, d.user_id, d.title_id, d.candidates, d.fs_key, d.chosen, d.probability, "
-    "d.distribution, d.policy, d.version, d.deadline, d.status, d.reward, d.learn_seq, r.context"
+def _cols(reward: str = "d.reward", learn_seq: str = "d.learn_seq") -> str:
+    return (
+        "d.seq, d.event_id, d.time, d.user_id, d.title_id, d.candidates, d.fs_key, d.chosen, d.probability, "
+        f"d.distribution, d.policy, d.version, d.deadline, d.status, {reward} AS reward, {learn_seq} AS learn_seq, "
+        "r.context, d.late_seq"
+    )
+
+
+_DECISION_COLS = _cols()
+
+# The learn events after a given learn_seq, decisions and corrections merged in learn_seq order:
+# the one query behind live learning (rows a transaction just wrote) and restart replay.
+# A decision's own learn event carries the reward it was finalized with: for a late-corrected
+# decision that is the first correction's old reward, not the corrected `d.reward`.
+_FINAL_REWARD = (
+    "CASE WHEN d.late_seq IS NULL THEN d.reward ELSE (SELECT c0.old_reward FROM corrections c0 "
+    "WHERE c0.event_id = d.event_id ORDER BY c0.learn_seq LIMIT 1) END"
+)
+_LEARN_EVENTS = (
+    f"SELECT {_cols(_FINAL_REWARD)}, NULL AS old_reward FROM decisions d JOIN requests r USING (request_id) "
+    "WHERE d.learn_seq > ? "
+    f"UNION ALL SELECT {_cols('c.new_reward', 'c.learn_seq')}, c.old_reward FROM corrections c "
+    "JOIN decisions d ON d.event_id = c.event_id JOIN requests r ON r.request_id = d.request_id "
+    "WHERE c.learn_seq > ? "
+    "ORDER BY learn_seq LIMIT ?"
+)
+_MAX_LEARN_SEQ = (
+    "SELECT MAX(COALESCE((SELECT MAX(learn_seq) FROM decisions), 0), "
+    "COALESCE((SELECT MAX(learn_seq) FROM corrections), 0))"
 )
 
 
@@ -89,21 +131,38 @@ class DecisionRow:
     reward: float | None
     learn_seq: int | None
     context: str  # JSON UserContext.to_dict()
+    late_seq: int | None = None  # learn_seq of the late click that corrected the reward-0 close
+    # Set only on a correction learn event (from `finalized_after` / `FinalizeResult.learn`): the
+    # reward learned before; `reward` and `learn_seq` are then the correction's.
+    old_reward: float | None = None
 
     @classmethod
     def from_sql(cls, row: Sequence[Any]) -> DecisionRow:
-        """Build from a row selected with `_DECISION_COLS`."""
+        """Build from a row selected with `_DECISION_COLS` (or `_LEARN_EVENTS`)."""
         return cls(*row)
+
+    @property
+    def late(self) -> bool:
+        """Closed at reward 0, then corrected by a late click."""
+        return self.late_seq is not None
+
+    @property
+    def is_correction(self) -> bool:
+        """This row is a correction learn event (learn with `Policy.relearn`), not a first outcome."""
+        return self.old_reward is not None
 
 
 @dataclass
 class FinalizeResult:
     """Outcome of posting feedback for one event."""
 
-    status: str  # "joined" | "duplicate" | "not_found" | "expired"
+    status: str  # "joined" | "late" | "duplicate" | "not_found" | "expired"
     row: DecisionRow | None = None  # the decision, when it exists
     reward: float | None = None  # the reward now on record (for duplicates: the original one)
-    finalized: bool = False  # True when this call closed the decision (it then has a learn_seq to learn)
+    finalized: bool = False  # True when this call joined or closed the decision (its window was open)
+    # The learn events this call wrote, in learn_seq order (a window closed here at reward 0, then a
+    # late click's correction): what the caller must learn, as `finalized_after` would replay them.
+    learn: list[DecisionRow] = field(default_factory=list)
 
 
 @dataclass
@@ -144,9 +203,22 @@ class EventLog(WalDatabase):
             self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._ckpt: sqlite3.Connection | None = None
         with self.transaction() as db:
+            self._migrate(db)
             for stmt in SCHEMA.strip().split(";"):
                 if stmt.strip():
                     db.execute(stmt)
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Bring a log written by an older version up to this schema, inside the opening transaction.
+
+        Version 1 had no `decisions.late_seq` (NULL: never corrected, which every old row is) and
+        no `corrections` table (SCHEMA creates it). ADD COLUMN rewrites no rows, so this is instant.
+        """
+        cols = {r[1] for r in db.execute("PRAGMA table_info(decisions)").fetchall()}
+        if cols and "late_seq" not in cols:
+            db.execute("ALTER TABLE decisions ADD COLUMN late_seq INTEGER")
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
@@ -229,10 +301,19 @@ class EventLog(WalDatabase):
         return rows[0][0] if rows else None
 
     # -- joins and reward windows --------------------------------------------------------------
+    @staticmethod
+    def _next_learn_seq(db: sqlite3.Connection) -> int:
+        # learn_seq orders learning: live learning and restart replay apply learn events in this
+        # order, which is what makes a restored policy identical to the one that was killed. One
+        # sequence across decisions and corrections, allocated inside the writing transaction.
+        return int(db.execute(_MAX_LEARN_SEQ).fetchone()[0]) + 1
+
+    @staticmethod
+    def _learn_events(db: sqlite3.Connection, after: int, limit: int = -1) -> list[DecisionRow]:
+        return [DecisionRow.from_sql(r) for r in db.execute(_LEARN_EVENTS, (after, after, limit)).fetchall()]
+
     def _finalize(self, db: sqlite3.Connection, event_id: str, reward: float, status: str, now: float) -> int:
-        # learn_seq orders learning: live learning and restart replay apply rewards in this order,
-        # which is what makes a restored policy identical to the one that was killed.
-        learn_seq = db.execute("SELECT COALESCE(MAX(learn_seq), 0) + 1 FROM decisions").fetchone()[0]
+        learn_seq = self._next_learn_seq(db)
         db.execute(
             "UPDATE decisions SET status=?, reward=?, final_time=?, learn_seq=? WHERE event_id=?",
             (status, reward, now, learn_seq, event_id),
@@ -257,32 +338,65 @@ class EventLog(WalDatabase):
     def join_feedback(
         self, event_id: str, reward: float, now: float, click: bool | None = None, play: bool | None = None
     ) -> FinalizeResult:
-        """Join feedback to its decision, once.
+        """Join feedback to its decision, once; returns what happened and the learn events it wrote.
 
-        An open decision becomes 'joined' with this reward and a learn_seq; a decision whose window
-        has passed (even if the closing timer has not run yet) is closed with reward 0 and the
-        feedback is refused as expired, so the outcome never depends on timer jitter. A second
-        post for a joined event changes nothing.
+        - open decision, within its window: 'joined' with this reward and a learn_seq;
+        - window passed (closed by the timer, or closed here first, reward 0 with its own learn_seq,
+          so the outcome never depends on timer jitter):
+          - positive reward: 'late'. The feedback is recorded, the decision's reward becomes this
+            one (`late_seq` set) and a correction (0 -> reward) gets the next learn_seq;
+          - reward 0: 'expired', nothing else changes (counted in meta `feedback_expired`);
+        - an event that already has its feedback (joined, or late): 'duplicate', nothing changes.
         """
         with self.transaction() as db:
             row = self._select_decision(db, event_id)
             if row is None:
                 return FinalizeResult("not_found")
-            if row.status == "joined":
+            if row.status == "joined" or row.late:
                 return FinalizeResult("duplicate", row, row.reward)
-            if row.status == "closed":
-                return FinalizeResult("expired", row, row.reward)
-            if now >= row.deadline:
+            first = self._next_learn_seq(db)
+            if row.status == "open" and now < row.deadline:
+                self._insert_feedback(db, event_id, now, reward, click, play)
+                self._finalize(db, event_id, reward, "joined", now)
+                self._count_outcome(db, row.chosen, reward)
+                return FinalizeResult("joined", self._select_decision(db, event_id), reward, finalized=True,
+                                      learn=self._learn_events(db, first - 1))
+            closed_here = row.status == "open"
+            if closed_here:
                 self._finalize(db, event_id, 0.0, "closed", now)
                 self._count_outcome(db, row.chosen, 0.0)
-                return FinalizeResult("expired", self._select_decision(db, event_id), 0.0, finalized=True)
+                row = self._select_decision(db, event_id)
+                assert row is not None
+            if reward <= 0:
+                db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('feedback_expired', '1') "
+                    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                )
+                return FinalizeResult("expired", row, row.reward, finalized=closed_here,
+                                      learn=self._learn_events(db, first - 1))
+            old = float(row.reward or 0.0)
+            self._insert_feedback(db, event_id, now, reward, click, play)
+            seq = self._next_learn_seq(db)
             db.execute(
-                "INSERT INTO feedback (event_id, time, reward, click, play) VALUES (?, ?, ?, ?, ?)",
-                (event_id, now, reward, None if click is None else int(click), None if play is None else int(play)),
+                "INSERT INTO corrections (learn_seq, event_id, time, old_reward, new_reward) VALUES (?, ?, ?, ?, ?)",
+                (seq, event_id, now, old, reward),
             )
-            self._finalize(db, event_id, reward, "joined", now)
-            self._count_outcome(db, row.chosen, reward)
-            return FinalizeResult("joined", self._select_decision(db, event_id), reward, finalized=True)
+            db.execute("UPDATE decisions SET reward=?, late_seq=? WHERE event_id=?", (reward, seq, event_id))
+            # The outcome was already counted (closed + 1) at reward 0: only the click and reward move.
+            db.execute(
+                "UPDATE artwork_stats SET clicks = clicks + ?, reward_sum = reward_sum + ? WHERE artwork_id=?",
+                (int(reward > 0) - int(old > 0), reward - old, row.chosen),
+            )
+            return FinalizeResult("late", self._select_decision(db, event_id), reward, finalized=closed_here,
+                                  learn=self._learn_events(db, first - 1))
+
+    @staticmethod
+    def _insert_feedback(db: sqlite3.Connection, event_id: str, now: float, reward: float,
+                         click: bool | None, play: bool | None) -> None:
+        db.execute(
+            "INSERT INTO feedback (event_id, time, reward, click, play) VALUES (?, ?, ?, ?, ?)",
+            (event_id, now, reward, None if click is None else int(click), None if play is None else int(play)),
+        )
 
     def close_expired(self, now: float, limit: int = 5000) -> list[DecisionRow]:
         """Close up to `limit` open decisions whose window has passed (reward 0), oldest deadline first.
@@ -290,6 +404,7 @@ class EventLog(WalDatabase):
         Returns the closed rows in learn_seq order, for the caller to learn from.
         """
         with self.transaction() as db:
+            first = self._next_learn_seq(db)
             ids = [
                 r[0]
                 for r in db.execute(
@@ -297,34 +412,36 @@ class EventLog(WalDatabase):
                     (now, limit),
                 ).fetchall()
             ]
-            out = []
+            if not ids:
+                return []
             for eid in ids:
                 self._finalize(db, eid, 0.0, "closed", now)
-                row = self._select_decision(db, eid)
-                assert row is not None
-                self._count_outcome(db, row.chosen, 0.0)
-                out.append(row)
-            return out
+                db.execute(
+                    "UPDATE artwork_stats SET closed = closed + 1 WHERE artwork_id = "
+                    "(SELECT chosen FROM decisions WHERE event_id=?)",
+                    (eid,),
+                )
+            return self._learn_events(db, first - 1)
 
     def finalized_after(self, learn_seq: int, batch: int = 2000) -> Iterator[DecisionRow]:
-        """Finalized decisions with learn_seq > `learn_seq`, in learn_seq order (restart replay)."""
+        """Every learn event with learn_seq > `learn_seq`, in learn_seq order (restart replay).
+
+        Decisions (as finalized: reward 0 for a window closed before a late click) and corrections
+        (`old_reward` set; `reward` and `learn_seq` are the correction's) in one merged sequence.
+        """
         last = learn_seq
         while True:
-            rows = self._query(
-                f"SELECT {_DECISION_COLS} FROM decisions d JOIN requests r USING (request_id) "
-                "WHERE d.learn_seq > ? ORDER BY d.learn_seq LIMIT ?",
-                (last, batch),
-            )
+            with self._lock:
+                rows = self._learn_events(self._db, last, batch)
             if not rows:
                 return
-            for r in rows:
-                row = DecisionRow.from_sql(r)
+            for row in rows:
                 last = int(row.learn_seq)  # type: ignore[arg-type]
                 yield row
 
     def max_learn_seq(self) -> int:
-        """The highest learn_seq handed out so far (0 when none)."""
-        return int(self._query("SELECT COALESCE(MAX(learn_seq), 0) FROM decisions")[0][0])
+        """The highest learn_seq handed out so far, decisions and corrections (0 when none)."""
+        return int(self._query(_MAX_LEARN_SEQ)[0][0])
 
     # -- sessions ---------------------------------------------------------------------------------
     def active_sessions(self, now: float) -> list[DecisionRow]:
@@ -360,11 +477,20 @@ class EventLog(WalDatabase):
         return {r[0]: (int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows}
 
     def counts(self) -> dict[str, int]:
-        """Decisions by status, feedback rows and requests (for metrics and tests)."""
+        """Decisions by status, feedback rows and requests (for metrics and tests).
+
+        `closed` counts every window closed at reward 0, `late` those of them a late click then
+        corrected; `corrections` is the corrections table, `expired_feedback` the posts refused
+        because the window had closed and they carried no positive reward.
+        """
         out = {"open": 0, "joined": 0, "closed": 0}
         for status, n in self._query("SELECT status, COUNT(*) FROM decisions GROUP BY status"):
             out[status] = int(n)
         out["decisions"] = out["open"] + out["joined"] + out["closed"]
+        # From the small corrections table, not a scan of decisions: one late click per corrected decision.
+        out["late"] = int(self._query("SELECT COUNT(DISTINCT event_id) FROM corrections")[0][0])
+        out["corrections"] = int(self._query("SELECT COUNT(*) FROM corrections")[0][0])
+        out["expired_feedback"] = int(self.get_meta("feedback_expired") or 0)
         out["feedback"] = int(self._query("SELECT COUNT(*) FROM feedback")[0][0])
         out["requests"] = int(self._query("SELECT COUNT(*) FROM requests")[0][0])
         return out
@@ -388,7 +514,11 @@ class EventLog(WalDatabase):
 
     # -- export -----------------------------------------------------------------------------------
     def records(self) -> list[DecisionRecord]:
-        """Every decision as a `DecisionRecord` (reward None while its window is open), for offline evaluation."""
+        """Every decision as a `DecisionRecord` for offline evaluation.
+
+        The reward is the final one: None while the window is open, a late click's reward once it
+        corrected a reward-0 close.
+        """
         fs_cache: dict[str, dict[str, dict[str, float]]] = {}
         out = []
         for r in self._query(

@@ -106,6 +106,17 @@ class Policy(Protocol):
         reward: float,
     ) -> None: ...
 
+    def relearn(
+        self,
+        user: UserContext,
+        title_id: str,
+        candidates: list[Candidate],
+        chosen: str,
+        probability: float,
+        old_reward: float,
+        new_reward: float,
+    ) -> None: ...
+
     def learn_many(self, records: Iterable[DecisionRecord]) -> int: ...
 
     def save(self, path: str | os.PathLike[str]) -> None: ...
@@ -192,6 +203,7 @@ class BasePolicy:
 
     name: str = "base"
     kind: ClassVar[str] = "base"
+    file_suffix: ClassVar[str] = "json"  # snapshot file name suffix
 
     def __init__(self, seed: int = 0) -> None:
         self.version = 0
@@ -258,6 +270,25 @@ class BasePolicy:
     ) -> None:
         """Update on one logged outcome (reward: click=1, no click=0, any finite float)."""
         raise NotImplementedError
+
+    def relearn(
+        self,
+        user: UserContext,
+        title_id: str,
+        candidates: list[Candidate],
+        chosen: str,
+        probability: float,
+        old_reward: float,
+        new_reward: float,
+    ) -> None:
+        """Correct an outcome already learned with `old_reward` to `new_reward` (a late click).
+
+        Default: learn the new reward as one more observation of the same decision (the earlier
+        `old_reward` stays absorbed: an online learner cannot take an example back). Policies
+        that keep sufficient statistics override this to move them exactly.
+        """
+        _check_learn_args(title_id, candidates, chosen, probability, old_reward)
+        self.learn_one(user, title_id, candidates, chosen, probability, new_reward)
 
     def learn_many(self, records: Iterable[DecisionRecord]) -> int:
         """Warm-start from logged DecisionRecords; records with reward None are skipped. Returns count learned."""
@@ -445,6 +476,7 @@ class VWPolicy(BasePolicy):
     """
 
     kind: ClassVar[str] = "vw"
+    file_suffix: ClassVar[str] = "vwz"
 
     def __init__(self, config: VWConfig | None = None, *, _model_data: bytes | None = None, **kwargs: Any) -> None:
         if config is None:
@@ -579,10 +611,8 @@ class VWPolicy(BasePolicy):
 
 
 def load_policy(path: str | os.PathLike[str]) -> BasePolicy:
-    """Load any policy saved by this package (VW zip or a baseline's JSON)."""
-    if zipfile.is_zipfile(path):
-        return VWPolicy.load(path)
-    from bandit import baselines  # local: baselines imports this module
+    """Load any policy saved by this package (see `bandit.registry.load_policy`)."""
+    from bandit.registry import load_policy as load  # local: the registry imports this module
 
-    return baselines.load_baseline(path)
+    return load(path)
 

@@ -19,6 +19,11 @@ Counting rules (the same for every number on the page):
 - clicks: judged impressions with ``reward > 0``;
 - take rate: clicks / judged (None while nothing is judged);
 - log click rate: all clicks / all judged records.
+
+A late click (positive feedback after the decision's window closed at reward 0) is in the records
+as the decision's final reward, so it counts as a click like any other. How many clicks came late,
+and how much feedback was refused as expired, the records cannot tell: pass the event log's
+``EventLog.counts()`` as ``feedback_counts`` to show those two numbers.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from os import PathLike
 from pathlib import Path
@@ -164,6 +169,8 @@ class LogSummary:
     policies: tuple[tuple[str, int], ...] = ()  # (policy name, decisions), most used first
     first_time: float | None = None  # unix seconds
     last_time: float | None = None
+    late: int | None = None  # clicks learned after the window closed (corrections); None: unknown
+    expired: int | None = None  # feedback refused: window closed, no positive reward; None: unknown
 
     @property
     def pending(self) -> int:
@@ -328,14 +335,20 @@ def report_data_from(
     estimates: Mapping[str, Sequence[Estimate]] | None = None,
     notes: Sequence[str] = (),
     top_k: int = 3,
+    feedback_counts: Mapping[str, int] | None = None,
 ) -> ReportData:
     """Gather a `ReportData`: titles and stats from ``catalog`` and ``records``, the rest as given.
 
     ``encoder_label`` and ``encoder_is_test`` default to the catalog's encoder id. Segment
     preferences are computed when both ``policy`` and ``segments`` (name -> a representative
-    `UserContext`) are given, on candidates built with ``projection``.
+    `UserContext`) are given, on candidates built with ``projection``. ``feedback_counts`` (the
+    event log's ``EventLog.counts()``) adds the late clicks and expired feedback to the log summary.
     """
     records = list(records)
+    summary = log_summary(records)
+    if feedback_counts is not None:
+        summary = replace(summary, late=int(feedback_counts.get("late", 0)),
+                          expired=int(feedback_counts.get("expired_feedback", 0)))
     enc = catalog.encoder_id
     data = ReportData(
         title=title,
@@ -346,7 +359,7 @@ def report_data_from(
         oracle=oracle,
         best_fixed=best_fixed,
         estimates={k: list(v) for k, v in (estimates or {}).items()},
-        log=log_summary(records),
+        log=summary,
         notes=list(notes),
     )
     if policy is not None and segments:
@@ -512,6 +525,8 @@ class _Writer:
             ("feedback joined", f"{log.judged:,}", "log-judged"),
             ("clicks", f"{log.clicks:,}", "log-clicks"),
             ("click rate", _pct(log.click_rate, 2), "log-click-rate"),
+            *([("late clicks", f"{log.late:,}", "log-late")] if log.late is not None else []),
+            *([("expired feedback", f"{log.expired:,}", "log-expired")] if log.expired is not None else []),
             ("titles", f"{len(self.data.titles):,}", "n-titles"),
             ("artworks", f"{n_art:,}", "n-artworks"),
         ]

@@ -123,7 +123,9 @@ class FeedbackBatchIn(_In):
 
 
 class FeedbackOut(BaseModel):
-    """What the post did: joined, duplicate (nothing changed), not_found or expired."""
+    """What the post did: joined; late (the window had closed at reward 0: this positive reward was
+    recorded and learned as a correction); duplicate (nothing changed); not_found; or expired (the
+    window closed and the post carried no positive reward: nothing changed)."""
 
     event_id: str
     status: str
@@ -297,17 +299,19 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return {"user_id": body.user_id, "titles": eng().distribution(_user(body), body.titles, body.exclude)}
 
     def _outcome_response(o: FeedbackOutcome) -> Response:
+        # A late click is a success (200, changed): it was stored and learned.
         return _json(o.to_dict(), 404 if o.status in ("not_found", "expired") else 200)
 
     @app.post("/v1/feedback", response_model=FeedbackOut, dependencies=writes, tags=["feedback"],
-              responses={404: {"description": "unknown or expired event"}})
+              responses={404: {"description": "unknown event, or window closed and no positive reward (expired)"}})
     def feedback(body: FeedbackIn) -> Response:
-        """Join an outcome to its decision; a repeat post changes nothing and says so (status duplicate)."""
+        """Join an outcome to its decision; a positive reward after the window closed is learned as a
+        correction (status late); a repeat post changes nothing and says so (status duplicate)."""
         return _outcome_response(eng().feedback(body.event_id, reward=body.reward, click=body.click, play=body.play))
 
     @app.post("/v1/feedback/batch", response_model=FeedbackBatchOut, dependencies=writes, tags=["feedback"])
     def feedback_batch(body: FeedbackBatchIn) -> Response:
-        """Many outcomes; each result has its own status (joined / duplicate / not_found / expired)."""
+        """Many outcomes; each result has its own status (joined / late / duplicate / not_found / expired)."""
         out = eng().feedback_many([e.model_dump() for e in body.events])
         return _json({"results": [o.to_dict() for o in out]})
 
@@ -381,8 +385,11 @@ class _Unauthorized(Exception):
 @click.option("--api-key", envvar="ARTWORK_API_KEY", default=None, help="require X-API-Key on writes [$ARTWORK_API_KEY]")
 @click.option("--events", default=None, help="event log path [default: STORE.events.db]")
 @click.option("--snapshot-dir", default=None, help="policy snapshots [default: STORE.snapshots/]")
-@click.option("--policy", type=click.Choice(POLICY_KINDS), default="vw", show_default=True)
-@click.option("--exploration", default="squarecb", show_default=True, type=click.Choice(EXPLORATIONS))
+@click.option("--policy", type=click.Choice(POLICY_KINDS), default=POLICY_KINDS[0], show_default=True,
+              help="bayes: per-artwork counts + Bayesian personal residual, Thompson sampling (the default, "
+                   "see scripts/bench_learning.py); thompson: per-title Beta; vw: Vowpal Wabbit cb_explore_adf")
+@click.option("--exploration", default="squarecb", show_default=True, type=click.Choice(EXPLORATIONS),
+              help="VW exploration (only with --policy vw)")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--max-titles", default=200, show_default=True, type=int)
 @click.option("--max-body-bytes", default=1_000_000, show_default=True, type=int)

@@ -149,10 +149,16 @@ def test_reward_windows_and_sessions_survive_a_restart(tmp_path: Path) -> None:
             log.close()
         assert all(r.status == "closed" and r.reward == 0.0 and r.learn_seq for r in rows)
         with server.client() as c:
-            assert c.post("/v1/feedback", json={"event_id": first[0]["event_id"], "click": True}).status_code == 404
+            # Closed at startup: feedback without a positive reward is refused as expired, nothing changes.
+            r = c.post("/v1/feedback", json={"event_id": first[0]["event_id"], "click": False})
+            assert r.status_code == 404 and r.json()["status"] == "expired"
             again = c.post("/v1/choose", json={"user_id": "zoe", "titles": ["t02", "t00"]}).json()["results"]
             assert [(a["event_id"], a["repeat"]) for a in again] == [(first[2]["event_id"], True),
                                                                       (first[0]["event_id"], True)]
             assert c.get("/health").json()["learned_seq"] == 3
+            # A click on the repeat view, after the restart closed its window, is learned as a correction.
+            r = c.post("/v1/feedback", json={"event_id": again[1]["event_id"], "click": True})
+            assert r.status_code == 200 and r.json()["status"] == "late"
+            assert c.get("/health").json()["learned_seq"] == 4
     finally:
         server.stop()

@@ -204,14 +204,17 @@ def test_feedback_join_duplicate_unknown_and_bad_rewards(server, client) -> None
 def test_feedback_window_closes_at_reward_zero(server, client) -> None:
     res = choose(client, "carol", ["t03", "t04"])["results"]
     time.sleep(WINDOW + 1.0)
-    r = client.post("/v1/feedback", json={"event_id": res[0]["event_id"], "click": True})
-    assert r.status_code == 404 and "closed" in r.json()["message"]
+    r = client.post("/v1/feedback", json={"event_id": res[0]["event_id"], "click": False})
+    assert r.status_code == 404 and r.json()["status"] == "expired" and "closed" in r.json()["message"]
     log = EventLog(Path(f"{server.store}.events.db"))
     try:
         rows = [log.decision(x["event_id"]) for x in res]
     finally:
         log.close()
-    assert all(row.status == "closed" and row.reward == 0.0 and row.learn_seq for row in rows)
+    assert all(row.status == "closed" and row.reward == 0.0 and row.learn_seq and not row.late for row in rows)
+    # A click after the window closed is not lost: recorded and learned as a correction of the close.
+    r = client.post("/v1/feedback", json={"event_id": res[1]["event_id"], "click": True})
+    assert r.status_code == 200 and r.json()["status"] == "late" and r.json()["changed"] is True
 
 
 # -- catalog endpoints and designer controls ---------------------------------------------------------

@@ -1,11 +1,9 @@
 #!/usr/bin/env python3
-"""Benchmark: online learning of every policy on the simulated audience, then off-policy checks.
+"""Benchmark: are the off-policy estimators' intervals honest?
 
-Part 1 plays each policy online for ``--decisions`` visits (same seeded visits and click draws
-for every policy) and reports the click rate over the last ``--last`` decisions, against the
-oracle (each visit's best artwork) and the best single artwork per title on the same visits.
-Goal: the personalised VW policy closes at least half of the gap between the best
-non-personalised policy and the oracle.
+Learning quality is measured by `scripts/bench_learning.py` over the whole family of worlds; this
+script checks evaluation. Part 1 trains each policy online on the embedding-linear simulator
+(``bandit.simulator``), only to get a spread of realistic policies to evaluate.
 
 Part 2 logs ``--log-size`` uniformly random decisions, freezes each policy as it ended part 1,
 and runs the estimators of `bandit.replay` on that log.  Goal: each policy's true value (exact,
@@ -13,8 +11,8 @@ from the simulator) lies inside every estimator's 95% bootstrap interval.
 
 Writes a JSON report and a learning-curve PNG; exits 1 when a goal is missed.
 
-    python scripts/bench_learning.py                # full run (~5 min on 2 cores)
-    python scripts/bench_learning.py --quick        # smoke run (~40 s)
+    python scripts/bench_ope.py                # full run (~5 min on 2 cores)
+    python scripts/bench_ope.py --quick        # smoke run (~40 s)
 """
 
 from __future__ import annotations
@@ -85,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-log-size", type=int, default=100_000,
                     help="size of the separate uniform log the DM/DR reward model is fitted on")
     ap.add_argument("--l2", type=float, default=1.0, help="reward-model ridge penalty")
-    ap.add_argument("--out", default="bench-results/bench_learning.json")
+    ap.add_argument("--out", default="bench-results/bench_ope.json")
     ap.add_argument("--png", default=None, help="learning-curve PNG (default: next to --out)")
     ap.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     args = ap.parse_args(argv)
@@ -95,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         args.vw = args.vw if args.vw != ",".join(DEFAULT_VW) else "squarecb,epsilon"
     vw_modes = [m.strip() for m in args.vw.split(",") if m.strip()]
     out = Path(args.out)
-    png = Path(args.png) if args.png else out.with_name("learning_curves.png")
+    png = Path(args.png) if args.png else out.with_name("ope_training_curves.png")
     t0 = time.perf_counter()
 
     sim = Simulator(seed=args.sim_seed, n_segments=args.segments, n_titles=args.titles,
@@ -149,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         goals["personalised_policy"] = main_vw
         goals["gap_closed"] = gap[main_vw]["vs_best_non_personalised"]
         goals["gap_closed_ok"] = gap[main_vw]["vs_best_non_personalised"] >= 0.5
-        print(f"GOAL gap closed by {main_vw} >= 50%: {'PASS' if goals['gap_closed_ok'] else 'FAIL'} "
+        print(f"(home simulator only, see bench_learning.py) gap closed by {main_vw} >= 50%: {'PASS' if goals['gap_closed_ok'] else 'FAIL'} "
               f"({goals['gap_closed']:.1%})")
-    print(f"GOAL best fixed / oracle <= 0.80: {'PASS' if goals['fixed_over_oracle_ok'] else 'FAIL'} "
+    print(f"best fixed / oracle <= 0.80: {'PASS' if goals['fixed_over_oracle_ok'] else 'FAIL'} "
           f"({best_fixed / oracle:.3f})")
 
     curves = {name: r.curve(args.window) for name, r in results.items()}
@@ -227,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=1, default=lambda o: o if not isinstance(o, float) or math.isfinite(o)
                               else None))
     print(f"wrote {out} ({report['seconds']:.0f}s)")
-    ok = goals["fixed_over_oracle_ok"] and goals.get("gap_closed_ok", True) and goals["ope_all_covered"]
+    ok = goals["ope_all_covered"]
     return 0 if ok else 1
 
 

@@ -1,0 +1,161 @@
+"""The Bayesian probit Thompson policy: a pure distribution, exact persistence, and what it learns."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bandit.bayes import BayesConfig, BayesPolicy, art_features, user_features
+from bandit.features import Candidate, UserContext
+from bandit.policy import PolicyError
+from bandit.registry import load_policy, make_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cands(n: int = 3, title: str = "t1") -> list[Candidate]:
+    return [Candidate(f"{title}-a{i}", {"mood:dark": 0.2 + 0.3 * i, f"emb:{i % 2}": 0.5 - i * 0.2}) for i in range(n)]
+
+
+def user(uid: str = "u1", device: str = "tv", taste: dict | None = None) -> UserContext:
+    return UserContext(uid, taste={"genre:crime": 0.7} if taste is None else taste, device=device, hour=20,
+                       country="US", row=1)
+
+
+def test_feature_blocks_have_unit_norm_for_warm_and_cold_users():
+    for u in (user(), user(taste={}), UserContext("x")):
+        vals = np.array([v for _, v in user_features(u)])
+        assert np.isclose(np.sum(vals**2), 1.0)
+    assert ("taste=none", pytest.approx(np.sqrt(0.5))) in [(k, v) for k, v in user_features(user(taste={}))]
+    vals = np.array([v for _, v in art_features(cands()[1])])
+    assert np.isclose(np.sum(vals**2), 1.0)
+
+
+def test_distribution_is_pure_and_choose_samples_it():
+    pol = BayesPolicy(seed=3)
+    c = cands(4)
+    d1 = pol.distribution(user(), "t1", c)
+    assert set(d1) == {x.artwork_id for x in c} and np.isclose(sum(d1.values()), 1.0)
+    state = pol._rng.bit_generator.state
+    assert pol.distribution(user(), "t1", c) == d1  # asking twice changes nothing ...
+    assert pol._rng.bit_generator.state == state  # ... and does not move the sampling stream
+    dec = pol.choose(user(), "t1", c)
+    assert dec.probability == d1[dec.chosen] and dec.distribution == d1
+
+
+def test_learns_the_best_artwork_for_everyone():
+    rng = np.random.default_rng(100)  # not the policy seed: its choice draws would equal the clicks
+    pol = BayesPolicy(seed=0)
+    c = cands(3)
+    rates = {"t1-a0": 0.03, "t1-a1": 0.10, "t1-a2": 0.04}
+    for i in range(3000):
+        u = user(f"u{i % 200}", device=["tv", "mobile", "web"][i % 3])
+        d = pol.choose(u, "t1", c)
+        pol.learn_one(u, "t1", c, d.chosen, d.probability, float(rng.random() < rates[d.chosen]))
+    dist = pol.distribution(user("new"), "t1", c)
+    assert dist["t1-a1"] > 0.8
+    p = pol.predict(user("new"), "t1", c)
+    assert p[1] == max(p) and 0.05 < p[1] < 0.2
+
+
+def test_learns_a_preference_that_depends_on_the_context():
+    rng = np.random.default_rng(101)
+    pol = BayesPolicy(seed=1)
+    c = cands(2)
+    # tv viewers click a0, mobile viewers a1; taste is the same for everybody.
+    rate = {("tv", "t1-a0"): 0.12, ("tv", "t1-a1"): 0.03, ("mobile", "t1-a0"): 0.03, ("mobile", "t1-a1"): 0.12}
+    for i in range(4000):
+        dev = "tv" if i % 2 else "mobile"
+        u = user(f"u{i}", device=dev)
+        d = pol.choose(u, "t1", c)
+        pol.learn_one(u, "t1", c, d.chosen, d.probability, float(rng.random() < rate[(dev, d.chosen)]))
+    assert pol.distribution(user("x", device="tv"), "t1", c)["t1-a0"] > 0.8
+    assert pol.distribution(user("y", device="mobile"), "t1", c)["t1-a1"] > 0.8
+
+
+def test_forgetting_follows_an_artwork_whose_appeal_changes():
+    c = cands(2)
+
+    def share_of_new_best(forget: float, seed: int) -> float:
+        rng = np.random.default_rng(200 + seed)
+        pol = BayesPolicy(seed=seed, forget=forget)
+        picks = []
+        for i in range(6000):
+            best = "t1-a0" if i < 4500 else "t1-a1"
+            u = user(f"u{i}")
+            d = pol.choose(u, "t1", c)
+            pol.learn_one(u, "t1", c, d.chosen, d.probability, float(rng.random() < (0.15 if d.chosen == best else 0.03)))
+            picks.append(d.chosen == "t1-a1")
+        return float(np.mean(picks[4500:]))
+
+    gains = [share_of_new_best(2e-3, seed) - share_of_new_best(0.0, seed) for seed in range(3)]
+    assert min(gains) > 0.0 and np.mean(gains) > 0.05
+
+
+def test_fractional_and_out_of_range_rewards():
+    c = cands(2)
+    a, b, half = BayesPolicy(seed=0), BayesPolicy(seed=0), BayesPolicy(seed=0)
+    for pol, r in ((a, 1.0), (b, 0.0), (half, 0.5)):
+        pol.learn_one(user(), "t1", c, "t1-a0", 0.5, r)
+    assert a.predict(user(), "t1", c)[0] > half.predict(user(), "t1", c)[0] > b.predict(user(), "t1", c)[0]
+    clipped = BayesPolicy(seed=0)
+    clipped.learn_one(user(), "t1", c, "t1-a0", 0.5, 7.0)  # clipped to a click
+    assert np.allclose(clipped.predict(user(), "t1", c), a.predict(user(), "t1", c))
+    with pytest.raises(PolicyError, match="probability"):
+        a.learn_one(user(), "t1", c, "t1-a0", 0.0, 1.0)
+    with pytest.raises(PolicyError, match="not among"):
+        a.learn_one(user(), "t1", c, "nope", 0.5, 1.0)
+
+
+def test_save_load_is_exact(tmp_path):
+    rng = np.random.default_rng(104)
+    pol = make_policy("bayes", seed=5)
+    c = cands(3)
+    for i in range(200):
+        d = pol.choose(user(f"u{i}"), "t1", c)
+        pol.learn_one(user(f"u{i}"), "t1", c, d.chosen, d.probability, float(rng.random() < 0.2))
+    path = tmp_path / "p.bayes"
+    pol.save(path)
+    back = load_policy(path)
+    assert isinstance(back, BayesPolicy) and back.version == pol.version == 200
+    assert back.distribution(user("q"), "t1", c) == pol.distribution(user("q"), "t1", c)
+    assert [back.choose(user("q"), "t1", c).chosen for _ in range(20)] == [
+        pol.choose(user("q"), "t1", c).chosen for _ in range(20)]
+    (tmp_path / "bad").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(PolicyError):
+        load_policy(tmp_path / "bad")
+
+
+def test_hashing_is_stable_across_processes(tmp_path):
+    # Python's str hash is salted per process; a restored policy must index the same weights.
+    pol = BayesPolicy(seed=0)
+    c = cands(3)
+    for i in range(50):
+        pol.learn_one(user(f"u{i}"), "t1", c, "t1-a2", 1.0 / 3, 1.0)
+    path = tmp_path / "p.bayes"
+    pol.save(path)
+    code = (
+        "import json,sys; sys.path.insert(0, sys.argv[2]);"
+        "from bandit.registry import load_policy; from tests.test_bayes import cands, user;"
+        "print(json.dumps(load_policy(sys.argv[1]).distribution(user(), 't1', cands(3))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(ROOT)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONHASHSEED": "12345"}, check=True)
+    assert json.loads(out.stdout) == pol.distribution(user(), "t1", c)
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="art_strength"):
+        BayesConfig(art_strength=0)
+    with pytest.raises(ValueError, match="prior_rate"):
+        BayesConfig(prior_rate=1.0)
+    with pytest.raises(ValueError, match="forget"):
+        BayesConfig(forget=1.5)
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("nope")
