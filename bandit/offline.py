@@ -36,20 +36,18 @@ def log_arrays(records: Sequence[DecisionRecord], l2: float = 1.0, folds: int = 
     if len(recs) < 2 * folds:
         raise ValueError(f"the log has {len(recs)} decisions with a reward; offline evaluation needs at least "
                          f"{2 * folds}")
-    k = max(len(r.candidates) for r in recs)
+    counts = np.array([len(r.candidates) for r in recs])
+    k = int(counts.max())
     n = len(recs)
-    mask = np.zeros((n, k), bool)
+    mask = np.arange(k)[None, :] < counts[:, None]
     q = np.zeros((n, k))
     # Random folds: logs come in pages (title 1, 2, 3, 4, 1, 2, ...), so `i % folds` would put
     # whole titles in one fold and leave the other fold's model without their intercepts.
     fold = np.random.default_rng(seed).permutation(n) % folds
     for f in range(folds):
         model = fit_reward_model([r for r, g in zip(recs, fold) if g != f], l2=l2)
-        for i in np.flatnonzero(fold == f):
-            r = recs[i]
-            q[i, :len(r.candidates)] = model.predict(r.user_context(), r.title_id, r.candidate_objects())
-    for i, r in enumerate(recs):
-        mask[i, :len(r.candidates)] = True
+        rows = np.flatnonzero(fold == f)
+        q[rows] = model.predict_records([recs[i] for i in rows], width=k)
     return LogArrays(
         action=np.array([r.candidates.index(r.chosen) for r in recs]),
         reward=np.array([float(r.reward) for r in recs]),
