@@ -76,10 +76,15 @@ class BayesConfig:
     prior_personal: float = 0.1  # artwork id x user features (whole group, user vector has unit norm)
     prior_shared: float = 0.3  # user features x artwork features
     beta: float = 1.0  # probit noise: larger = each outcome moves the residual less
-    forget: float = 1e-4  # per update of a title, its counts decay by this share (0 = stationary)
+    forget: float = 0.0  # per update of a title, its counts decay by this share (0 = stationary)
     n_draws: int = 1000  # Thompson draws per distribution estimate
     floor: float = 0.0  # mix in this share of uniform exploration (0: pure Thompson)
+    residual_draws: float = 0.0  # scale of the residual's variance in Thompson draws (0: its mean only)
+    gate: bool = True  # use the residual only as far as it has earned more than counts alone (`gate_weight`)
+    gate_shift: float = 0.0  # the z a residual must reach to get half weight
+    gate_clip: float = 20.0  # largest inverse propensity in that evidence
     bits: int = 18  # hash table size per group (2**bits weights)
+    max_user_keys: int = 1024  # distinct user feature keys the residual tracks (later ones are ignored)
     seed: int = 0
     name: str | None = None
 
@@ -205,10 +210,18 @@ class BayesPolicy(BasePolicy):
         # title_id -> artwork_id -> [clicks, impressions] (fractional: rewards and decay)
         self.counts: dict[str, dict[str, list[float]]] = {}
         self.totals = [0.0, 0.0]  # catalog-wide [clicks, impressions]
+        # Off-policy evidence that personalising pays: sum and sum of squares of the per-outcome
+        # IPS difference between "best by counts + residual" and "best by counts alone".
+        self.evidence = [0.0, 0.0]
         self._lock = threading.RLock()
         self._bank: dict[int, np.ndarray] = {}  # purpose -> standard-normal rows (n_draws columns)
         self._title_cache: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
         self._user_cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
+        # User feature keys seen so far, in order (their slot), and the running mean user vector.
+        self._user_keys: dict[str, int] = {}
+        self._user_hash = np.zeros(0, dtype=np.uint64)
+        self.user_mean = np.zeros(0)
+        self.users_seen = 0.0
         self._key_cache: dict[str, int] = {}
         self.cache_limit = 50_000
 
@@ -222,17 +235,38 @@ class BayesPolicy(BasePolicy):
         return h
 
     def _user(self, user: UserContext) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in the known user-key table, values) of the user's features (cached)."""
         key = (user.device, user.hour, user.country, user.row, tuple(user.taste.items()))
         hit = self._user_cache.get(key)
         if hit is None:
-            feats = user_features(user)
+            feats = [(k, v) for k, v in user_features(user) if self._user_slot(k) is not None]
             if len(self._user_cache) >= self.cache_limit:
                 self._user_cache.clear()
             hit = self._user_cache[key] = (
-                np.array([self._key(k) for k, _ in feats], dtype=np.uint64),
+                np.array([self._user_slot(k) for k, _ in feats], dtype=np.intp),
                 np.array([v for _, v in feats], dtype=float),
             )
         return hit
+
+    def _user_slot(self, key: str) -> int | None:
+        slot = self._user_keys.get(key)
+        if slot is None and len(self._user_keys) < self.config.max_user_keys:
+            slot = self._user_keys[key] = len(self._user_keys)
+            self._user_hash = np.append(self._user_hash, np.uint64(self._key(key)))
+            self.user_mean = np.append(self.user_mean, 0.0)
+        return slot
+
+    def _centred(self, user: UserContext) -> tuple[np.ndarray, np.ndarray]:
+        """(key hashes, values) of the user's features minus the average learned-from user.
+
+        Centring is what keeps the residual a residual: averaged over the audience it is zero
+        for every artwork, so it cannot hold a copy of an artwork's overall appeal (which the
+        counts already hold, and which would then be counted twice).
+        """
+        pos, vals = self._user(user)
+        u = -self.user_mean.copy()
+        u[pos] += vals
+        return self._user_hash, u
 
     def _title(self, title_id: str, cands: Sequence[Candidate]) -> dict[str, Any]:
         """Per candidate set: artwork keys, the artwork-feature matrix V and its keys (cached)."""
@@ -263,15 +297,16 @@ class BayesPolicy(BasePolicy):
 
     def _design(self, user: UserContext, title_id: str, cands: Sequence[Candidate]) -> dict[str, Any]:
         """Indices and values of every residual weight that scores these candidates for this user."""
-        hu, u = self._user(user)
+        hu, u = self._centred(user)
         t = self._title(title_id, cands)
-        m, s = self._mask, self._salt
-        return {
-            **t,
-            "u": u,
-            "personal": _mix(t["ha"][:, None], hu[None, :], s["personal"], m),  # (K, nu)
-            "shared": _mix(hu[:, None], t["hv"][None, :], s["shared"], m),  # (nu, nv)
-        }
+        # Centred user vectors span every known user key, so the weight indices depend only on
+        # the candidates and how many keys are known: hashed once per title, not per request.
+        if t.get("n_user_keys") != hu.size:
+            m, s = self._mask, self._salt
+            t["personal"] = _mix(t["ha"][:, None], hu[None, :], s["personal"], m)  # (K, nu)
+            t["shared"] = _mix(hu[:, None], t["hv"][None, :], s["shared"], m)  # (nu, nv)
+            t["n_user_keys"] = hu.size
+        return {**t, "u": u}
 
     # -- the model ---------------------------------------------------------------------------------
     def rates(self, title_id: str, artwork_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -304,10 +339,32 @@ class BayesPolicy(BasePolicy):
         """
         mu, var, u, v = self.mean, self.var, d["u"], d["v"]
         off, off_var = self._offsets(title_id, d["ids"])
-        mean = off + mu["personal"][d["personal"]] @ u + v @ (u @ mu["shared"][d["shared"]])
-        own = off_var + var["personal"][d["personal"]] @ (u * u)
-        shared = (u * u) @ var["shared"][d["shared"]]
+        w = self.gate_weight()
+        mean = off + w * (mu["personal"][d["personal"]] @ u + v @ (u @ mu["shared"][d["shared"]]))
+        k = self.config.residual_draws * w
+        if k == 0.0:  # the default: Thompson on the counts, the residual by its mean
+            return mean, off_var, np.zeros(0)
+        own = off_var + k * (var["personal"][d["personal"]] @ (u * u))
+        shared = k * ((u * u) @ var["shared"][d["shared"]])
         return mean, own, shared
+
+    def gate_weight(self) -> float:
+        """How much of the personal residual enters the scores, from what it has earned so far.
+
+        Each learned outcome is scored off-policy (inverse propensity, clipped) for two greedy
+        rules: the best artwork by counts + residual, and by counts alone. Only outcomes where
+        they disagree count. The weight is Phi(z - shift) for the z-statistic of the summed
+        difference (`gate_shift`, default 0): while personalising has not proven better the weight is
+        at most 1/2 and falls toward 0 as it proves worse (the policy becomes a
+        per-title Thompson sampler); where context carries signal, z grows like sqrt(n) and the
+        weight goes to 1. Where it carries none, z wanders around 0 and the weight around 1/2,
+        while the residual itself, learned from noise, stays near 0.
+        """
+        if not self.config.gate:
+            return 1.0
+        total, sq = self.evidence
+        z = total / math.sqrt(sq) if sq > 0.0 else 0.0
+        return _NORMAL.cdf(z - self.config.gate_shift)
 
     # -- Thompson distribution -------------------------------------------------------------------
     def _bank_rows(self, purpose: int, n: int) -> np.ndarray:
@@ -315,7 +372,8 @@ class BayesPolicy(BasePolicy):
         bank = self._bank.get(purpose)
         if bank is None or bank.shape[0] < n:
             have = 0 if bank is None else bank.shape[0]
-            more = [np.random.default_rng([self.seed, purpose, i]).standard_normal(self.config.n_draws)
+            # float32: the draws decide a ranking, and half the memory traffic is most of the cost.
+            more = [np.random.default_rng([self.seed, purpose, i]).standard_normal(self.config.n_draws, np.float32)
                     for i in range(have, max(n, 2 * have))]
             bank = self._bank[purpose] = np.vstack(([bank] if bank is not None else []) + more)
         return bank[:n]
@@ -324,9 +382,10 @@ class BayesPolicy(BasePolicy):
         with self._lock:
             d = self._design(user, title_id, allowed)
             mean, own, shared = self._scores(d, title_id)
-            draws = mean[:, None] + np.sqrt(own)[:, None] * self._bank_rows(1, len(allowed))
+            draws = mean.astype(np.float32)[:, None] + np.sqrt(own).astype(np.float32)[:, None] * self._bank_rows(
+                1, len(allowed))
             if shared.size:
-                draws += d["v"] @ (np.sqrt(shared)[:, None] * self._bank_rows(2, shared.size))
+                draws += (d["v"] @ (np.sqrt(shared)[:, None] * self._bank_rows(2, shared.size))).astype(np.float32)
         wins = np.bincount(np.argmax(draws, axis=0), minlength=len(allowed)) / self.config.n_draws
         if self.config.floor > 0.0:
             wins = (1.0 - self.config.floor) * wins + self.config.floor / len(allowed)
@@ -365,13 +424,32 @@ class BayesPolicy(BasePolicy):
             for g, ix, x in active:
                 m_tot += float(self.mean[g][ix] @ x)
                 v_tot += float(self.var[g][ix] @ (x * x))
+            self._gather_evidence(d, title_id, idx, probability, r)
             grad, hess = _probit_moments(m_tot, v_tot, r, self.config.beta)
             for g, ix, x in active:
                 s2 = self.var[g][ix]
                 self.mean[g][ix] = self.mean[g][ix] + x * s2 * grad
                 self.var[g][ix] = s2 * (1.0 + x * x * s2 * hess)
             self._count(title_id, chosen, r, 1.0)
+            pos, vals = self._user(user)
+            self.users_seen += 1.0
+            self.user_mean *= 1.0 - 1.0 / self.users_seen
+            self.user_mean[pos] += vals / self.users_seen
             self.version += 1
+
+    def _gather_evidence(self, d: dict[str, Any], title_id: str, idx: int, probability: float, r: float) -> None:
+        mu, u, v = self.mean, d["u"], d["v"]
+        off, _ = self._offsets(title_id, d["ids"])
+        residual = mu["personal"][d["personal"]] @ u + v @ (u @ mu["shared"][d["shared"]])
+        with_res, without = int(np.argmax(off + residual)), int(np.argmax(off))
+        if with_res == without or idx not in (with_res, without):
+            if with_res != without:  # they disagree, and the shown artwork is neither: both earn 0
+                self.evidence[1] += 0.0
+            return
+        w = min(1.0 / float(probability), self.config.gate_clip)
+        diff = r * w * (1.0 if idx == with_res else -1.0)
+        self.evidence[0] += diff
+        self.evidence[1] += diff * diff
 
     def _count(self, title_id: str, artwork_id: str, clicks: float, impressions: float) -> None:
         arms = self.counts.setdefault(title_id, {})
@@ -416,10 +494,19 @@ class BayesPolicy(BasePolicy):
         with self._lock:
             meta = {"format": _FORMAT, "kind": self.kind, "name": self.name, "version": self.version,
                     "config": self.config.to_dict(), "rng_state": self._rng_state(),
-                    "counts": self.counts, "totals": self.totals}
-            arrays = io.BytesIO()
-            np.savez_compressed(arrays, **{f"mean_{g}": self.mean[g] for g in _GROUPS},
-                                **{f"var_{g}": self.var[g] for g in _GROUPS})
+                    "counts": self.counts, "totals": self.totals, "evidence": self.evidence,
+                    "user_keys": list(self._user_keys), "user_mean": self.user_mean.tolist(),
+                    "users_seen": self.users_seen}
+            # Only the weights data has touched (a few thousand of 2**bits): small files, and the
+            # learn lock (which serving waits on) is held for a copy, not for compression.
+            touched = {}
+            for g in _GROUPS:
+                ix = np.flatnonzero((self.mean[g] != 0.0) | (self.var[g] != self.config.prior(g)))
+                touched[f"index_{g}"] = ix.astype(np.int64)
+                touched[f"mean_{g}"] = self.mean[g][ix]
+                touched[f"var_{g}"] = self.var[g][ix]
+        arrays = io.BytesIO()
+        np.savez_compressed(arrays, **touched)
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
             z.writestr("meta.json", json.dumps(meta, sort_keys=True))
@@ -440,13 +527,21 @@ class BayesPolicy(BasePolicy):
             raise PolicyError(f"{path}: expected kind 'bayes' format {_FORMAT}, got {meta.get('kind')!r} "
                               f"{meta.get('format')!r}")
         pol = cls(BayesConfig.from_dict(meta["config"]))
+        size = pol.mean[_GROUPS[0]].shape[0]
         for g in _GROUPS:
-            mean, var = tables.get(f"mean_{g}"), tables.get(f"var_{g}")
-            if mean is None or var is None or mean.shape != pol.mean[g].shape or var.shape != pol.var[g].shape:
-                raise PolicyError(f"{path}: weights of group {g!r} are missing or have the wrong shape")
-            pol.mean[g], pol.var[g] = mean.astype(float), var.astype(float)
+            ix, mean, var = tables.get(f"index_{g}"), tables.get(f"mean_{g}"), tables.get(f"var_{g}")
+            if (ix is None or mean is None or var is None or not (ix.shape == mean.shape == var.shape)
+                    or (ix.size and (ix.min() < 0 or ix.max() >= size))):
+                raise PolicyError(f"{path}: weights of group {g!r} are missing or malformed")
+            pol.mean[g][ix] = mean.astype(float)
+            pol.var[g][ix] = var.astype(float)
         pol.counts = {t: {a: [float(c), float(n)] for a, (c, n) in arms.items()} for t, arms in meta["counts"].items()}
         pol.totals = [float(x) for x in meta["totals"]]
+        pol.evidence = [float(x) for x in meta["evidence"]]
+        for k in meta["user_keys"]:
+            pol._user_slot(k)
+        pol.user_mean = np.array(meta["user_mean"], dtype=float)
+        pol.users_seen = float(meta["users_seen"])
         pol.name = meta["name"]
         pol.version = int(meta["version"])
         pol._set_rng_state(meta["rng_state"])

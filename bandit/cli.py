@@ -30,8 +30,13 @@ cli.add_command(serve_command, "serve")
 @click.pass_context
 @user_errors
 def demo(ctx: click.Context, visits: int, segments: int, seed: int, report_dir: str, quiet: bool, **enc: Any) -> None:
-    """The main job: sample catalog → HTTP service → simulated audience → offline evaluation → report."""
+    """The main job: sample catalog → HTTP service → simulated audience → offline evaluation → report.
+
+    Ends with clicks per title, the side-by-side table (served policy, per-title Thompson on the same
+    visits, best fixed artwork, oracle, uniform), its verdict and where the report is.
+    """
     from bandit.demo import DemoConfig, run_demo
+    from bandit.report import format_comparison
 
     if visits < 1 or segments < 1:
         raise click.BadParameter("--visits and --segments must be at least 1")
@@ -40,9 +45,9 @@ def demo(ctx: click.Context, visits: int, segments: int, seed: int, report_dir: 
     console.print(f"encoder: {encoder_label(encoder.encoder_id)}")
     cfg = DemoConfig(visits=visits, segments=segments, seed=seed, report_dir=Path(report_dir), progress=not quiet)
     result = run_demo(ctx.obj["store"], encoder, cfg, say=lambda m: console.print(m, markup=False))
-    out.print(f"served {result.decisions} decisions, click rate {result.click_rate:.3f} "
-              f"(best single artwork {result.best_fixed:.3f}, oracle {result.oracle:.3f})")
-    out.print(f"report: {result.report}")
+    if result.comparison is not None:
+        out.print(format_comparison(result.comparison), markup=False, highlight=False, soft_wrap=True)
+    out.print(f"report: {result.report}", markup=False, highlight=False, soft_wrap=True)
 
 
 def policy_by_name(spec: str, records: list) -> tuple[str, object]:
@@ -128,6 +133,7 @@ def report(ctx: click.Context, source: str, out_dir: str, policies: tuple[str, .
     from bandit.report import report_data_from, write_report
 
     store, named = ctx.obj["store"], {}
+    feedback_counts = None  # late clicks and expired feedback: only the event log knows them
     if source.endswith(".parquet"):
         try:
             records = read_parquet(source)
@@ -141,6 +147,7 @@ def report(ctx: click.Context, source: str, out_dir: str, policies: tuple[str, .
                                        f"`artwork --store {source} serve` first, or pass a Parquet log")
         events = EventLog(events_path)
         records = events.records()
+        feedback_counts = events.counts()
         snaps = events.snapshots()  # newest first; paths relative to the default snapshot folder
         latest = Path(f"{source}.snapshots") / snaps[0][0] if snaps else None
         if latest is not None and latest.is_file():
@@ -159,7 +166,7 @@ def report(ctx: click.Context, source: str, out_dir: str, policies: tuple[str, .
         curves["logged policy"] = LearningCurve("logged policy", np.arange(1, k + 1) * window, rate, rate, window)
     with Catalog(store, create=False) as catalog:
         data = report_data_from(catalog, records, title=f"Artwork selection report: {Path(source).name}",
-                                curves=curves, estimates=estimates)
+                                curves=curves, estimates=estimates, feedback_counts=feedback_counts)
     out.print(f"report: {write_report(data, out_dir)}")
 
 

@@ -20,6 +20,12 @@ Counting rules (the same for every number on the page):
 - take rate: clicks / judged (None while nothing is judged);
 - log click rate: all clicks / all judged records.
 
+"Best" badges are claims, so they need evidence: an artwork is marked best for its title only when
+its take rate's 95% Wilson interval lies entirely above every other servable candidate's (a
+candidate with no feedback has the interval [0, 1], so it blocks the claim); otherwise the leader
+is marked "leading, not significant". A policy is marked best for an estimator only when its
+interval's lower bound exceeds every other policy's upper bound for that estimator.
+
 A late click (positive feedback after the decision's window closed at reward 0) is in the records
 as the decision's final reward, so it counts as a click like any other. How many clicks came late,
 and how much feedback was refused as expired, the records cannot tell: pass the event log's
@@ -52,13 +58,18 @@ if TYPE_CHECKING:
 __all__ = [
     "ArtworkStats",
     "CandidateView",
+    "Comparison",
+    "ComparisonRow",
     "LogSummary",
     "ReportData",
     "SegmentPick",
     "SegmentView",
     "TitleView",
     "artwork_stats",
+    "best_artwork",
+    "best_policies",
     "candidates_by_title",
+    "format_comparison",
     "is_test_encoder",
     "log_summary",
     "report_data_from",
@@ -66,6 +77,7 @@ __all__ = [
     "segment_views",
     "thumbnail_name",
     "titles_from_catalog",
+    "wilson_interval",
     "write_report",
 ]
 
@@ -101,6 +113,33 @@ class ArtworkStats:
     def take_rate(self) -> float | None:
         """clicks / judged impressions; None while nothing is judged."""
         return self.clicks / self.judged if self.judged else None
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """Wilson score interval of the take rate; (0, 1) while nothing is judged."""
+        return wilson_interval(self.clicks, self.judged, level)
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion; (0, 1) when ``n`` is 0.
+
+    Unlike the normal interval it stays inside [0, 1] and does not collapse to a point at 0 or n
+    successes, so "0 clicks in 30" still gets an upper bound above 0.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n], got {successes} of {n}")
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # At 0 or n successes one bound is exactly 0 or 1 (the formula gives it up to rounding).
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 @dataclass
@@ -160,6 +199,34 @@ class SegmentView:
 
 
 @dataclass(frozen=True)
+class ComparisonRow:
+    """One line of the side-by-side comparison: a policy or a reference, on the same visits.
+
+    ``observed``: click rate it got online over the run (clicks / decisions); ``expected``: the
+    mean true click probability of what it showed (the same without click noise);
+    ``true_value``: the exact value of its final state on the simulator's evaluation sample.
+    None: not applicable (the oracle has no clicks of its own, a reference has no final state).
+    """
+
+    name: str
+    observed: float | None = None
+    expected: float | None = None
+    true_value: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Comparison:
+    """The served policy next to per-title Thompson and the references, and the verdict."""
+
+    decisions: int
+    rows: list[ComparisonRow] = field(default_factory=list)
+    verdict: str = ""
+    notes: list[str] = field(default_factory=list)  # the report's fine print
+    caption: str = ""  # one line under the table, in the report and in the text form
+
+
+@dataclass(frozen=True)
 class LogSummary:
     """Totals of a decision log."""
 
@@ -198,6 +265,7 @@ class ReportData:
     estimates: dict[str, list[Estimate]] = field(default_factory=dict)
     log: LogSummary = field(default_factory=LogSummary)
     notes: list[str] = field(default_factory=list)  # free text paragraphs, shown in the header
+    comparison: Comparison | None = None  # side by side, near the top
     generated: float | None = None  # unix seconds; None: the time of writing
 
 
@@ -336,6 +404,7 @@ def report_data_from(
     notes: Sequence[str] = (),
     top_k: int = 3,
     feedback_counts: Mapping[str, int] | None = None,
+    comparison: Comparison | None = None,
 ) -> ReportData:
     """Gather a `ReportData`: titles and stats from ``catalog`` and ``records``, the rest as given.
 
@@ -343,6 +412,7 @@ def report_data_from(
     preferences are computed when both ``policy`` and ``segments`` (name -> a representative
     `UserContext`) are given, on candidates built with ``projection``. ``feedback_counts`` (the
     event log's ``EventLog.counts()``) adds the late clicks and expired feedback to the log summary.
+    ``comparison`` is shown as a side-by-side table near the top.
     """
     records = list(records)
     summary = log_summary(records)
@@ -361,11 +431,73 @@ def report_data_from(
         estimates={k: list(v) for k, v in (estimates or {}).items()},
         log=summary,
         notes=list(notes),
+        comparison=comparison,
     )
     if policy is not None and segments:
         data.segments = segment_views(policy, segments, candidates_by_title(catalog, projection), segment_shares)
         data.segment_policy = policy_name or getattr(policy, "name", "") or type(policy).__name__
     return data
+
+
+# --------------------------------------------------------------------------------------------
+# Claims: best artwork, best policy, the side-by-side table
+# --------------------------------------------------------------------------------------------
+
+
+def best_artwork(candidates: Sequence[CandidateView], level: float = 0.95) -> tuple[str | None, bool]:
+    """(leader, supported): the servable candidate with the highest take rate, and whether its
+    Wilson interval lies entirely above every other servable candidate's.
+
+    Servable: in the catalog and not disabled. The leader is None when no servable candidate has
+    feedback; with a single servable candidate there is nothing to beat, so it is never "best".
+    """
+    pool = [c for c in candidates if c.in_catalog and not c.disabled]
+    rated = [c for c in pool if c.stats.take_rate is not None]
+    if not rated:
+        return None, False
+    leader = max(rated, key=lambda c: (c.stats.take_rate, c.stats.judged))
+    others = [c for c in pool if c is not leader]
+    if not others:
+        return leader.artwork_id, False
+    low = leader.stats.interval(level)[0]
+    return leader.artwork_id, all(low > c.stats.interval(level)[1] for c in others)
+
+
+def best_policies(estimates: Mapping[str, Sequence[Estimate]]) -> dict[str, str]:
+    """estimator name -> the policy whose interval lies above every other policy's (lower bound >
+    every other upper bound) for that estimator; estimators with no such policy are left out."""
+    by_estimator: dict[str, list[tuple[str, Estimate]]] = {}
+    for policy, ests in estimates.items():
+        for e in ests:
+            by_estimator.setdefault(e.name, []).append((policy, e))
+    out: dict[str, str] = {}
+    for name, entries in by_estimator.items():
+        finite = [(p, e) for p, e in entries if math.isfinite(e.low) and math.isfinite(e.high)]
+        if len(finite) < 2 or len(finite) < len(entries):
+            continue
+        top_policy, top = max(finite, key=lambda pe: pe[1].value)
+        if all(top.low > e.high for p, e in finite if p != top_policy):
+            out[name] = top_policy
+    return out
+
+
+def format_comparison(comparison: Comparison) -> str:
+    """Plain-text table of a `Comparison` and its verdict (what `artwork demo` prints last)."""
+    header = ["", "online observed", "online expected", "true value (final)"]
+    rows = [[r.name, _num(r.observed), _num(r.expected), _num(r.true_value)] for r in comparison.rows]
+    widths = [max(len(row[k]) for row in [header, *rows]) for k in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(cells, widths)))
+
+    out = [f"side by side over this run's {comparison.decisions:,} decisions (online observed: click rate; "
+           "expected: mean true click probability of what was shown; true value: the final policy's, exact):",
+           line(header), *(line(r) for r in rows)]
+    if comparison.caption:
+        out.append(comparison.caption)
+    if comparison.verdict:
+        out.append(f"verdict: {comparison.verdict}")
+    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,6 +547,13 @@ def _num(x: float | None, digits: int = 4) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
+def _interval(stats: ArtworkStats) -> str:
+    if not stats.judged:
+        return "–"
+    low, high = stats.interval()
+    return f"{100 * low:.1f}–{100 * high:.1f}%"
+
+
 def _tags_html(label: str, tags: Sequence[tuple[str, float]]) -> str:
     if not tags:
         return ""
@@ -462,6 +601,8 @@ figcaption { padding:10px 12px 12px; font-size:13px; }
 .badge { display:inline-block; font-size:11px; font-weight:650; border-radius:999px; padding:1px 8px;
          margin-left:6px; background:#e6f4ec; color:var(--good); vertical-align:1px; }
 .badge.off { background:#fde8e8; color:#b42318; } .badge.pin { background:#e8efff; color:var(--accent); }
+.badge.lead { background:#f0f2f7; color:var(--muted); font-weight:500; }
+p.verdict { font-weight:650; margin:12px 0 4px; }
 .nums { display:grid; grid-template-columns:repeat(3,1fr); gap:6px; margin:6px 0 4px; }
 .nums b { display:block; font-size:17px; line-height:1.2; }
 .nums small { color:var(--muted); font-size:11px; }
@@ -548,8 +689,8 @@ class _Writer:
         )
 
     def title_section(self, t: TitleView) -> str:
+        leader, supported = best_artwork(t.candidates)
         rated = [c for c in t.candidates if c.stats.take_rate is not None]
-        leader = max(rated, key=lambda c: (c.stats.take_rate, c.stats.judged)).artwork_id if rated else None
         top_rate = max((c.stats.take_rate for c in rated), default=0.0) or 1.0
         figs = []
         for c in t.candidates:
@@ -557,15 +698,19 @@ class _Writer:
             img = (f'<img src="{esc(src)}" alt="{esc(c.artwork_id)}" loading="lazy">' if src
                    else f'<div class="noimg">{"no image" if c.in_catalog else "not in catalog"}</div>')
             badges = ""
-            if c.artwork_id == leader and len(rated) > 1:
-                badges += '<span class="badge">best take rate</span>'
+            if c.artwork_id == leader and supported:
+                badges += ('<span class="badge best" title="its 95% interval lies above every other '
+                           'candidate\'s">best take rate</span>')
+            elif c.artwork_id == leader and len(rated) > 1:
+                badges += ('<span class="badge lead" title="highest take rate so far, but its 95% interval '
+                           'overlaps another candidate\'s">leading, not significant</span>')
             if c.pinned:
                 badges += '<span class="badge pin">pinned</span>'
             if c.disabled:
                 badges += '<span class="badge off">disabled</span>'
             s = c.stats
             width = 0.0 if s.take_rate is None else 100.0 * s.take_rate / top_rate
-            cls = "art leader" if c.artwork_id == leader and len(rated) > 1 else "art"
+            cls = "art leader" if c.artwork_id == leader and supported else "art"
             art_id = "art-" + re.sub(r"\s", "_", c.artwork_id)
             figs.append(
                 f'<figure class="{cls}" id="{esc(art_id)}">{img}<figcaption>'
@@ -582,15 +727,18 @@ class _Writer:
         rows = "".join(
             f'<tr data-artwork="{esc(c.artwork_id)}"><td class="aid">{esc(c.artwork_id)}</td>'
             f'<td class="n">{c.stats.impressions:,}</td><td class="n">{c.stats.judged:,}</td>'
-            f'<td class="n">{c.stats.clicks:,}</td><td class="n">{esc(_pct(c.stats.take_rate))}</td></tr>'
+            f'<td class="n">{c.stats.clicks:,}</td><td class="n">{esc(_pct(c.stats.take_rate))}</td>'
+            f'<td class="n">{esc(_interval(c.stats))}</td></tr>'
             for c in t.candidates
         )
         table = (
             '<table class="stats"><thead><tr><th>artwork</th><th class="n">impressions</th>'
             '<th class="n">with feedback</th><th class="n">clicks</th><th class="n">take rate</th>'
+            '<th class="n">95% interval</th>'
             f'</tr></thead><tbody>{rows}</tbody>'
             f'<tfoot><tr><th>total</th><th class="n">{tot.impressions:,}</th><th class="n">{tot.judged:,}</th>'
-            f'<th class="n">{tot.clicks:,}</th><th class="n">{esc(_pct(tot.take_rate))}</th></tr></tfoot></table>'
+            f'<th class="n">{tot.clicks:,}</th><th class="n">{esc(_pct(tot.take_rate))}</th>'
+            f'<th class="n">{esc(_interval(tot))}</th></tr></tfoot></table>'
         ) if t.candidates else ""
         name = f'{esc(t.name)}<span class="id">{esc(t.title_id)}</span>' if t.name != t.title_id else esc(t.title_id)
         return (
@@ -671,22 +819,55 @@ class _Writer:
         plot_estimates(ests, self.out / ESTIMATES_PNG)
         levels = {e.level for v in ests.values() for e in v}
         ci = f"{round(levels.pop() * 100):g}% interval" if len(levels) == 1 else "interval"
+        best = best_policies(ests)
         rows = []
         for policy, lst in ests.items():
             for k, e in enumerate(lst):
                 lead = f'<td rowspan="{len(lst)}"><b>{esc(policy)}</b></td>' if k == 0 else ""
+                badge = ('<span class="badge best" title="lower bound above every other policy\'s upper '
+                         'bound for this estimator">best</span>' if best.get(e.name) == policy else "")
                 rows.append(
-                    f'<tr>{lead}<td>{esc(e.name)}</td><td class="n">{_num(e.value)}</td>'
+                    f'<tr data-policy="{esc(policy)}" data-estimator="{esc(e.name)}">{lead}<td>{esc(e.name)}{badge}</td>'
+                    f'<td class="n">{_num(e.value)}</td>'
                     f'<td class="n">[{_num(e.low)}, {_num(e.high)}]</td><td class="n">{e.n:,}</td></tr>'
                 )
+        verdict = ("A policy is marked best for an estimator only when its interval lies above every other "
+                   "policy's; " + (f"that holds for {len(best)} of {len({e.name for v in ests.values() for e in v})} "
+                                   "estimators." if best else "no estimator separates the policies yet."))
         return (
             '<section id="estimates"><h2>Offline evaluation</h2>'
             '<p class="lead">Estimated click rate of each policy from the logged decisions, with '
-            'bootstrap intervals.</p>'
+            f'bootstrap intervals. {esc(verdict)}</p>'
             f'<img class="plot" id="estimates-plot" src="{ESTIMATES_PNG}" alt="off-policy estimates">'
             f'<table class="estimates"><thead><tr><th>policy</th><th>estimator</th><th class="n">value</th>'
             f'<th class="n">{esc(ci)}</th><th class="n">n</th></tr></thead><tbody>{"".join(rows)}</tbody>'
             '</table></section>'
+        )
+
+    def comparison_section(self) -> str:
+        c = self.data.comparison
+        if c is None:
+            return ""
+        rows = "".join(
+            f'<tr data-row="{esc(r.name)}"><td><b>{esc(r.name)}</b>'
+            + (f' <span class="muted">{esc(r.note)}</span>' if r.note else "")
+            + f'</td><td class="n">{_num(r.observed)}</td><td class="n">{_num(r.expected)}</td>'
+            f'<td class="n">{_num(r.true_value)}</td></tr>'
+            for r in c.rows
+        )
+        notes = "".join(f'<p class="lead">{esc(n)}</p>' for n in c.notes)
+        return (
+            '<section id="comparison"><h2>Side by side</h2>'
+            f'<p class="lead">Over this run\'s {c.decisions:,} decisions, on the same simulated visits and '
+            'click draws. Online observed: click rate over the run; online expected: mean true click '
+            'probability of what was shown (the same without click noise); true value: the exact click '
+            'rate of the final policy on the simulator\'s evaluation sample.</p>'
+            '<table class="comparison"><thead><tr><th>policy</th><th class="n">online observed</th>'
+            '<th class="n">online expected</th><th class="n">true value (final)</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table>'
+            + (f'<p class="lead">{esc(c.caption)}</p>' if c.caption else "")
+            + (f'<p class="verdict" id="verdict">{esc(c.verdict)}</p>' if c.verdict else "")
+            + f"{notes}</section>"
         )
 
     def page(self) -> str:
@@ -700,7 +881,8 @@ class _Writer:
             self.curves_section(),
             self.estimates_section(),
         ]
-        toc = [("#log", "log")]
+        toc = [("#comparison", "side by side")] if d.comparison is not None else []
+        toc += [("#log", "log")]
         toc += [("#segments", "segments")] if d.segments else []
         toc += [(f"#{section_id(t.title_id)}", t.name) for t in d.titles]
         toc += [("#learning", "learning curves")] if d.curves else []
@@ -710,7 +892,7 @@ class _Writer:
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{esc(d.title)}</title><style>{_CSS}</style></head><body>"
-            f"{self.header()}<main>{banner}<nav class=\"toc\">{nav}</nav>{notes}"
+            f"{self.header()}<main>{banner}<nav class=\"toc\">{nav}</nav>{self.comparison_section()}{notes}"
             f'<section id="log"><h2>Decision log</h2>{self.log_details()}{self.cards()}</section>'
             f'{"".join(body)}</main>'
             "<footer>Generated by bandit.report; numbers are counted from the decision log.</footer>"

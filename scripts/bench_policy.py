@@ -3,7 +3,8 @@
 A page is 40 titles x 10 candidate artworks for one user. We time, per decision and per page:
   bare  - ws.predict_one(pre-parsed examples): the public vowpal-wabbit-next call;
   core  - the extension call predict_one wraps (no per-call label checks): VW's own floor;
-  ours  - VWPolicy.choose(user, title, candidates): feature text, caches, predict, pmf, sampling.
+  ours  - VWPolicy.choose(user, title, candidates): feature text, caches, predict, pmf, sampling;
+  bayes - the serving default (bandit/bayes.py) choose on the same pages, for its cost per page.
 Prints a table and writes JSON (default bench-results/bench_policy.json).
 
     python scripts/bench_policy.py [out.json] [--pages 300] [--exploration squarecb]
@@ -19,6 +20,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bandit.features import Candidate, UserContext  # noqa: E402
 from bandit.policy import VWConfig, VWPolicy, action_line, shared_line  # noqa: E402
+from bandit.registry import DEFAULT_POLICY, make_policy  # noqa: E402
 
 N_TITLES = 40
 N_ARTWORKS = 10
@@ -72,7 +75,7 @@ def make_users(rng: np.random.Generator, n: int) -> list[UserContext]:
     return users
 
 
-def warm_up_policy(pol: VWPolicy, catalog: dict[str, list[Candidate]], users: list[UserContext], n: int, rng: np.random.Generator) -> None:
+def warm_up_policy(pol: "VWPolicy | Any", catalog: dict[str, list[Candidate]], users: list[UserContext], n: int, rng: np.random.Generator) -> None:
     """Give the model non-zero weights so predict does realistic work."""
     titles = list(catalog)
     for i in range(n):
@@ -116,6 +119,8 @@ def run(pages: int, exploration: str, seed: int) -> dict[str, object]:
     users = make_users(rng, 200)
     pol = VWPolicy(VWConfig(exploration=exploration, seed=seed))
     warm_up_policy(pol, catalog, users, 3000, rng)
+    default = make_policy(DEFAULT_POLICY, seed=seed)
+    warm_up_policy(default, catalog, users, 3000, np.random.default_rng(seed + 1))
     titles = list(catalog)
 
     # Bare VW: a second workspace loaded from the same model, examples parsed up front.
@@ -131,6 +136,7 @@ def run(pages: int, exploration: str, seed: int) -> dict[str, object]:
     bare_calls: list[float] = []
     core_calls: list[float] = []
     ours_calls: list[float] = []
+    default_calls: list[float] = []
 
     def bare_page(p: int) -> None:
         sh = shared[p % len(shared)]
@@ -153,17 +159,27 @@ def run(pages: int, exploration: str, seed: int) -> dict[str, object]:
             pol.choose(u, t, catalog[t])
             ours_calls.append((clock() - t0) / 1e3)
 
+    def default_page(p: int) -> None:
+        u = users[p % len(users)]
+        for t in titles:
+            t0 = clock()
+            default.choose(u, t, catalog[t])
+            default_calls.append((clock() - t0) / 1e3)
+
     # Warm both paths (first call parses and caches the candidates), then interleave blocks
     # so drift on a shared machine hits both variants alike.
     time_pages(bare_page, 5)
     time_pages(core_page, 5)
     time_pages(ours_page, 5)
+    time_pages(default_page, 5)
+    default_calls.clear()
     bare_calls.clear()
     core_calls.clear()
     ours_calls.clear()
     bare_pages: list[np.ndarray] = []
     core_pages: list[np.ndarray] = []
     ours_pages: list[np.ndarray] = []
+    default_pages: list[np.ndarray] = []
     block = 1  # alternate page by page so load spikes from other processes hit all variants alike
     done = 0
     while done < pages:
@@ -171,6 +187,7 @@ def run(pages: int, exploration: str, seed: int) -> dict[str, object]:
         bare_pages.append(time_pages(bare_page, n))
         core_pages.append(time_pages(core_page, n))
         ours_pages.append(time_pages(ours_page, n))
+        default_pages.append(time_pages(default_page, n))
         done += n
 
     bare = summarise(np.asarray(bare_calls), np.concatenate(bare_pages))
@@ -188,6 +205,8 @@ def run(pages: int, exploration: str, seed: int) -> dict[str, object]:
         "bare_vw_predict_one": bare,
         "bare_vw_core_call": floor,
         "policy_choose": ours,
+        "default_policy_choose": {"policy": DEFAULT_POLICY,
+                                  **summarise(np.asarray(default_calls), np.concatenate(default_pages))},
         "overhead_ratio_mean": ours["decision_mean_us"] / bare["decision_mean_us"],
         "overhead_ratio_p50": ours["decision_p50_us"] / bare["decision_p50_us"],
         "overhead_ratio_p99": ours["decision_p99_us"] / bare["decision_p99_us"],
@@ -209,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(b, dict) and isinstance(c, dict) and isinstance(o, dict)
     print(f"{N_TITLES} titles x {N_ARTWORKS} artworks per page, {args.pages} pages, exploration={args.exploration}")
     print(f"{'variant':<24}{'decisions/s':>13}{'p50 us':>10}{'p99 us':>10}{'page p50 us':>13}{'page p99 us':>13}")
-    for name, r in (("bare VW predict_one", b), ("bare VW core call", c), ("Policy.choose", o)):
+    d = res["default_policy_choose"]
+    assert isinstance(d, dict)
+    for name, r in (("bare VW predict_one", b), ("bare VW core call", c), ("Policy.choose", o),
+                    (f"{DEFAULT_POLICY} choose (default)", d)):
         print(f"{name:<24}{r['decisions_per_s']:>13,.0f}{r['decision_p50_us']:>10.1f}{r['decision_p99_us']:>10.1f}"
               f"{r['page_p50_us']:>13.0f}{r['page_p99_us']:>13.0f}")
     print(f"overhead ratio (ours / bare): mean {res['overhead_ratio_mean']:.2f}x, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -21,12 +22,21 @@ from bandit.features import UserContext
 from bandit.learning import LearningCurve
 from bandit.replay import Estimate
 from bandit.report import (
+    ArtworkStats,
+    CandidateView,
+    Comparison,
+    ComparisonRow,
     ReportData,
+    TitleView,
     artwork_stats,
+    best_artwork,
+    best_policies,
     candidates_by_title,
+    format_comparison,
     log_summary,
     report_data_from,
     section_id,
+    wilson_interval,
     write_report,
 )
 from tests.conftest import encode, scene
@@ -299,6 +309,116 @@ def test_banner_only_for_test_encoder(tmp_path):
     test = write_report(ReportData(title="x", encoder_label="tiny", encoder_is_test=True), tmp_path / "b")
     assert "untrained test encoder" in test.read_text()
     assert not (tmp_path / "a" / "learning-curves.png").exists()  # no curves, no plot
+
+
+# --------------------------------------------------------------------------------------------
+# "Best" only where an interval supports it; the side-by-side block
+# --------------------------------------------------------------------------------------------
+
+
+def test_wilson_interval_known_values():
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    low, high = wilson_interval(0, 10)
+    assert low == 0 and high == pytest.approx(0.2775, abs=1e-4)  # no clicks still has an upper bound
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert wilson_interval(10, 10)[1] == 1.0
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def _cand(aid: str, clicks: int, judged: int, **kw) -> CandidateView:
+    return CandidateView(aid, stats=ArtworkStats(impressions=judged, judged=judged, clicks=clicks), **kw)
+
+
+def test_best_artwork_needs_an_interval_above_every_other():
+    clear = [_cand("a", 60, 200), _cand("b", 10, 200), _cand("c", 12, 200)]
+    assert best_artwork(clear) == ("a", True)
+    overlapping = [_cand("a", 30, 100), _cand("b", 25, 100), _cand("c", 5, 100)]
+    assert best_artwork(overlapping) == ("a", False)  # leads, but b's interval overlaps
+    # An unexplored candidate (no feedback: interval [0, 1]) could be the best: no claim.
+    assert best_artwork([*clear, _cand("new", 0, 0)]) == ("a", False)
+    # A disabled candidate or one the catalog no longer holds cannot be served: not in the contest.
+    assert best_artwork([*clear, _cand("off", 0, 0, disabled=True), _cand("gone", 0, 0, in_catalog=False)]) == ("a", True)
+    assert best_artwork([_cand("only", 50, 100)]) == ("only", False)  # nothing to beat
+    assert best_artwork([_cand("a", 0, 0), _cand("b", 0, 0)]) == (None, False)
+
+
+def test_best_policy_needs_its_lower_bound_above_every_other_upper_bound():
+    sep = {"served": [Estimate("ips", 0.20, 0.17, 0.23, 500), Estimate("dr", 0.19, 0.15, 0.23, 500)],
+           "thompson": [Estimate("ips", 0.12, 0.10, 0.14, 500), Estimate("dr", 0.14, 0.12, 0.16, 500)],
+           "uniform": [Estimate("ips", 0.10, 0.08, 0.12, 500), Estimate("dr", 0.10, 0.09, 0.11, 500)]}
+    # ips: 0.17 > 0.14 and 0.12; dr: 0.15 is not above thompson's 0.16.
+    assert best_policies(sep) == {"ips": "served"}
+    overlap = {"served": [Estimate("ips", 0.20, 0.13, 0.27, 500)], "thompson": [Estimate("ips", 0.15, 0.10, 0.20, 500)]}
+    assert best_policies(overlap) == {}
+    assert best_policies({"alone": [Estimate("ips", 0.2, 0.1, 0.3, 10)]}) == {}  # nothing to beat
+
+
+def test_badges_in_the_page_follow_the_intervals(tmp_path):
+    titles = [
+        TitleView("clear", "Clear winner", [_cand("c-win", 60, 200), _cand("c-b", 10, 200), _cand("c-c", 12, 200)]),
+        TitleView("close", "Close race", [_cand("o-lead", 30, 100), _cand("o-b", 25, 100)]),
+    ]
+    ests = {"served": [Estimate("ips", 0.20, 0.17, 0.23, 500), Estimate("dr", 0.19, 0.15, 0.23, 500)],
+            "thompson": [Estimate("ips", 0.12, 0.10, 0.14, 500), Estimate("dr", 0.14, 0.12, 0.16, 500)]}
+    index = write_report(ReportData(title="badges", titles=titles, estimates=ests), tmp_path / "r")
+    text = index.read_text(encoding="utf-8")
+    page = _Page(text)
+    assert "best take rate" in page.text_of["art-c-win"]
+    for aid in ("c-b", "c-c", "o-lead", "o-b"):
+        assert "best take rate" not in page.text_of[f"art-{aid}"], aid
+    assert "leading, not significant" in page.text_of["art-o-lead"]
+    assert "leading" not in page.text_of["art-c-win"] and "leading" not in page.text_of["art-o-b"]
+    assert text.count('class="art leader"') == 1 and 'class="art leader" id="art-c-win"' in text
+    # The stats table shows each candidate's interval next to its take rate.
+    low, high = wilson_interval(60, 200)
+    assert page.rows["c-win"][5] == f"{100 * low:.1f}–{100 * high:.1f}%"
+    # Estimates: the badge only on the separated estimator's row of the separated policy.
+    rows = re.findall(r'<tr data-policy="([^"]+)" data-estimator="([^"]+)">(.*?)</tr>', text)
+    badged = {(p, e) for p, e, cells in rows if '"badge best"' in cells}
+    assert badged == {("served", "ips")}
+
+
+def test_existing_report_badges_agree_with_the_intervals(report):
+    data, index = report
+    page = _Page(index.read_text(encoding="utf-8"))
+    for t in data.titles:
+        leader, supported = best_artwork(t.candidates)
+        for c in t.candidates:
+            text = page.text_of[f"art-{c.artwork_id}"]
+            assert ("best take rate" in text) == (c.artwork_id == leader and supported), c.artwork_id
+    # The fixture's estimates: thompson's dr interval [0.13, 0.18] is above uniform's [0.085, 0.116];
+    # their ips intervals touch at 0.12, so no claim there.
+    assert best_policies(data.estimates) == {"dr": "thompson"}
+
+
+def _comparison() -> Comparison:
+    return Comparison(
+        decisions=4000,
+        rows=[ComparisonRow("served policy (bayes), over HTTP", 0.1728, 0.1746, 0.2493, "20% exploration"),
+              ComparisonRow("per-title Thompson, same visits", 0.1618, 0.1597, 0.2132),
+              ComparisonRow("oracle", None, 0.2742, 0.3013)],
+        verdict="served policy (bayes) beat per-title Thompson by +0.0149 <really>",
+        notes=["Same visits & draws."], caption="(both rows include exploration)")
+
+
+def test_comparison_text_and_section(tmp_path):
+    text = format_comparison(_comparison())
+    lines = text.splitlines()
+    assert "4,000 decisions" in lines[0]
+    assert re.search(r"^served policy \(bayes\), over HTTP\s+0\.1728\s+0\.1746\s+0\.2493$", text, re.M)
+    assert re.search(r"^oracle\s+–\s+0\.2742\s+0\.3013$", text, re.M)
+    assert lines[-2:] == ["(both rows include exploration)",
+                          "verdict: served policy (bayes) beat per-title Thompson by +0.0149 <really>"]
+    index = write_report(ReportData(title="cmp", comparison=_comparison(), notes=["a note"]), tmp_path / "c")
+    html = index.read_text(encoding="utf-8")
+    page = _Page(html)
+    assert page.ids.get("comparison") == "section" and "#comparison" in html
+    assert html.index('id="comparison"') < html.index("a note") < html.index('id="log"')  # near the top
+    assert "&lt;really&gt;" in html and "<really>" not in html
+    for text in ("0.2493", "20% exploration", "(both rows include exploration)", "Same visits & draws."):
+        assert text in page.text_of["comparison"], text
+    assert 'id="comparison"' not in write_report(ReportData(title="none"), tmp_path / "n").read_text()
 
 
 # --------------------------------------------------------------------------------------------
