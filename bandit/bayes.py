@@ -372,8 +372,7 @@ class BayesPolicy(BasePolicy):
         bank = self._bank.get(purpose)
         if bank is None or bank.shape[0] < n:
             have = 0 if bank is None else bank.shape[0]
-            # float32: the draws decide a ranking, and half the memory traffic is most of the cost.
-            more = [np.random.default_rng([self.seed, purpose, i]).standard_normal(self.config.n_draws, np.float32)
+            more = [np.random.default_rng([self.seed, purpose, i]).standard_normal(self.config.n_draws)
                     for i in range(have, max(n, 2 * have))]
             bank = self._bank[purpose] = np.vstack(([bank] if bank is not None else []) + more)
         return bank[:n]
@@ -382,10 +381,9 @@ class BayesPolicy(BasePolicy):
         with self._lock:
             d = self._design(user, title_id, allowed)
             mean, own, shared = self._scores(d, title_id)
-            draws = mean.astype(np.float32)[:, None] + np.sqrt(own).astype(np.float32)[:, None] * self._bank_rows(
-                1, len(allowed))
+            draws = mean[:, None] + np.sqrt(own)[:, None] * self._bank_rows(1, len(allowed))
             if shared.size:
-                draws += (d["v"] @ (np.sqrt(shared)[:, None] * self._bank_rows(2, shared.size))).astype(np.float32)
+                draws += d["v"] @ (np.sqrt(shared)[:, None] * self._bank_rows(2, shared.size))
         wins = np.bincount(np.argmax(draws, axis=0), minlength=len(allowed)) / self.config.n_draws
         if self.config.floor > 0.0:
             wins = (1.0 - self.config.floor) * wins + self.config.floor / len(allowed)
