@@ -33,7 +33,8 @@ from artwork.records import Artwork
 from artwork.store import Catalog, StoreError
 from bandit.baselines import UniformPolicy
 from bandit.events import DecisionRow, EventLog, NewDecision
-from bandit.features import Candidate, ContextError, EmbeddingProjection, UserContext, candidates_from_artworks, taste_from_history
+from bandit.features import (MAX_EXCLUDE, MAX_ID_CHARS, MAX_TASTE_KEYS, Candidate, ContextError, EmbeddingProjection,
+                             UserContext, candidates_from_artworks, taste_from_history, text_problem)
 from bandit.policy import BasePolicy, NoCandidatesError, PolicyError
 from bandit.registry import DEFAULT_POLICY, POLICIES, load_policy, make_policy
 
@@ -239,7 +240,10 @@ class Engine:
             "choose_requests": 0, "decisions": 0, "repeats": 0, "title_errors": 0, "feedback_joined": 0,
             "feedback_late": 0, "feedback_duplicate": 0, "feedback_not_found": 0, "feedback_expired": 0,
             "windows_closed": 0, "learned": 0, "corrections_learned": 0, "snapshots": 0, "replayed": 0,
+            "quarantined": 0,
         }
+        # learn_seq -> event_id of learn events that could not be learned (see `_learn`).
+        self._quarantined: dict[int, str] = self.events.quarantined()
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._start_timer = start_timer
@@ -388,22 +392,37 @@ class Engine:
                 continue
             if seq != self.learned_seq + 1:
                 log.warning("learn_seq jumps from %d to %d: events in between were not learned", self.learned_seq, seq)
-            feats = self._featureset(row.fs_key)
-            cands = [Candidate(a, feats.get(a, {})) for a in json.loads(row.candidates)]
-            user = UserContext.from_dict(json.loads(row.context))
+            if seq in self._quarantined:  # failed before (live, or an earlier replay): skipped the same way
+                self.learned_seq = seq
+                n += 1
+                continue
             try:
+                feats = self._featureset(row.fs_key)
+                cands = [Candidate(a, feats.get(a, {})) for a in json.loads(row.candidates)]
+                user = UserContext.from_dict(json.loads(row.context))
                 if row.old_reward is not None:  # a late click correcting a reward-0 close
                     self.policy.relearn(user, row.title_id, cands, row.chosen, row.probability,
                                         row.old_reward, row.reward)
                     self.counters["corrections_learned"] += 1
                 else:
                     self.policy.learn_one(user, row.title_id, cands, row.chosen, row.probability, row.reward)
-            except PolicyError as e:  # a row we cannot learn from must not wedge the loop
-                log.warning("event %s (learn_seq %d) not learnable: %s", row.event_id, seq, e)
+                self.counters["learned"] += 1
+            except Exception as e:  # noqa: BLE001 - one row must never wedge learning or a restart
+                self._quarantine(row, seq, e)
             self.learned_seq = seq
-            self.counters["learned"] += 1
             n += 1
         return n
+
+    def _quarantine(self, row: DecisionRow, seq: int, exc: BaseException) -> None:
+        """Record a learn event the policy could not learn: logged, counted, skipped from now on."""
+        why = f"{type(exc).__name__}: {exc}"
+        log.error("event %r (learn_seq %d) cannot be learned, quarantined: %s", row.event_id, seq, why)
+        self._quarantined[seq] = row.event_id
+        self.counters["quarantined"] += 1
+        try:
+            self.events.quarantine(seq, row.event_id, self.clock(), why)
+        except Exception:  # noqa: BLE001 - the in-memory record still keeps the loop going
+            log.exception("could not record quarantined learn_seq %d in the event log", seq)
 
     def close_expired(self) -> int:
         """Close every open decision past its window at reward 0 and learn from it; returns how many."""
@@ -449,14 +468,20 @@ class Engine:
             raise RequestError("titles", f"{len(title_ids)} titles; at most {self.config.max_titles} per request")
         seen = set()
         for i, t in enumerate(title_ids):
-            if not isinstance(t, str) or not t:
-                raise RequestError(f"titles.{i}", "must be a non-empty string")
+            why = text_problem(t, MAX_ID_CHARS)
+            if why is not None:
+                raise RequestError(f"titles.{i}", why)
             if t in seen:
                 raise RequestError(f"titles.{i}", f"duplicate title id {t!r}")
             seen.add(t)
+        if isinstance(exclude, str):
+            raise RequestError("exclude", "must be a list of artwork ids")
+        if len(exclude) > MAX_EXCLUDE:
+            raise RequestError("exclude", f"{len(exclude)} artwork ids; at most {MAX_EXCLUDE}")
         for i, a in enumerate(exclude):
-            if not isinstance(a, str) or not a:
-                raise RequestError(f"exclude.{i}", "must be a non-empty artwork id")
+            why = text_problem(a, MAX_ID_CHARS)
+            if why is not None:
+                raise RequestError(f"exclude.{i}", why)
 
     def _with_taste(self, user: UserContext, view: _CatalogView) -> UserContext:
         if user.taste or not user.history:
@@ -464,6 +489,9 @@ class Engine:
         taste = taste_from_history(user.history, view.by_title)
         if not taste:
             return user
+        if len(taste) > MAX_TASTE_KEYS:  # a long history can yield more keys than a client may send
+            keep = sorted(taste.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_TASTE_KEYS]
+            taste = dict(sorted(keep))
         return UserContext(user.user_id, taste, user.history, user.device, user.hour, user.country, user.row)
 
     def _image_url(self, artwork_id: str) -> str:
@@ -619,8 +647,9 @@ class Engine:
         is "late", recorded and learned as a correction of the close; reward 0 is "expired" and
         changes nothing. Feedback for an event that already has its feedback is "duplicate".
         """
-        if not isinstance(event_id, str) or not event_id:
-            raise RequestError("event_id", "must be a non-empty string")
+        why = text_problem(event_id, MAX_ID_CHARS)
+        if why is not None:
+            raise RequestError("event_id", why)
         r = self.reward_of(reward, click, play)
         return self._feedback_one(event_id, r, click, play)
 
@@ -633,8 +662,9 @@ class Engine:
         checked = []
         for i, it in enumerate(items):
             eid = it.get("event_id")
-            if not isinstance(eid, str) or not eid:
-                raise RequestError(f"events.{i}.event_id", "must be a non-empty string")
+            why = text_problem(eid, MAX_ID_CHARS)
+            if why is not None:
+                raise RequestError(f"events.{i}.event_id", why)
             r = self.reward_of(it.get("reward"), it.get("click"), it.get("play"), field=f"events.{i}")
             checked.append((eid, r, it.get("click"), it.get("play")))
         return [self._feedback_one(*c) for c in checked]
@@ -752,6 +782,7 @@ class Engine:
             "log_feedback": counts["feedback"],
             "log_corrections": counts["corrections"],
             "log_expired_feedback": counts["expired_feedback"],
+            "log_quarantined": counts["quarantined"],
             "open_windows": counts["open"],
             "join_rate": counts["joined"] / done if done else 0.0,
             "policy_version": self.policy.version,
@@ -769,6 +800,8 @@ class Engine:
             "feedback_expired_total": "feedback refused: window closed and no positive reward",
             "log_corrections": "late-click corrections in the event log",
             "log_expired_feedback": "feedback refused as expired, all time (event log)",
+            "quarantined_total": "learn events that could not be learned (this process), skipped and recorded",
+            "log_quarantined": "learn events quarantined in the event log, all time (never learned)",
             "open_windows": "decisions still waiting for feedback",
             "policy_version": "number of updates the policy has learned",
             "store_bytes": "catalog size on disk",

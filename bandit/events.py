@@ -73,6 +73,8 @@ CREATE TABLE IF NOT EXISTS corrections (
     learn_seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL REFERENCES decisions(event_id),
     time REAL NOT NULL, old_reward REAL NOT NULL, new_reward REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS corrections_event ON corrections(event_id);
+CREATE TABLE IF NOT EXISTS quarantine (
+    learn_seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, time REAL NOT NULL, error TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshots (
     id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, path TEXT NOT NULL,
     learned_seq INTEGER NOT NULL, version INTEGER NOT NULL);
@@ -463,6 +465,24 @@ class EventLog(WalDatabase):
         with self.transaction() as db:
             return db.execute("DELETE FROM sessions WHERE expires <= ?", (now,)).rowcount
 
+    # -- quarantine -------------------------------------------------------------------------------
+    # A learn event the policy could not learn (a context that no longer validates, a policy that
+    # raised) is recorded here instead of stopping the learn loop: it is skipped, live and at every
+    # restart replay, and counted (`counts()["quarantined"]`). The table is additive: logs without
+    # it get it when opened, and builds that do not know it ignore it.
+    def quarantine(self, learn_seq: int, event_id: str, now: float, error: str) -> bool:
+        """Record that learn event `learn_seq` was not learned and why; False if it already was."""
+        with self.transaction() as db:
+            return db.execute(
+                "INSERT OR IGNORE INTO quarantine (learn_seq, event_id, time, error) VALUES (?, ?, ?, ?)",
+                (int(learn_seq), event_id.encode("utf-8", "backslashreplace").decode("utf-8"), now,
+                 error.encode("utf-8", "backslashreplace").decode("utf-8")[:2000]),
+            ).rowcount > 0
+
+    def quarantined(self) -> dict[int, str]:
+        """learn_seq -> event_id of every quarantined learn event."""
+        return {int(s): e for s, e in self._query("SELECT learn_seq, event_id FROM quarantine")}
+
     # -- stats and snapshots ----------------------------------------------------------------------
     def artwork_stats(self, artwork_ids: Iterable[str]) -> dict[str, tuple[int, int, int, float]]:
         """artwork_id -> (impressions, closed, clicks, reward_sum) for the ids that have any."""
@@ -493,6 +513,7 @@ class EventLog(WalDatabase):
         out["expired_feedback"] = int(self.get_meta("feedback_expired") or 0)
         out["feedback"] = int(self._query("SELECT COUNT(*) FROM feedback")[0][0])
         out["requests"] = int(self._query("SELECT COUNT(*) FROM requests")[0][0])
+        out["quarantined"] = int(self._query("SELECT COUNT(*) FROM quarantine")[0][0])
         return out
 
     def record_snapshot(self, now: float, path: str, learned_seq: int, version: int) -> None:

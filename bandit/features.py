@@ -7,6 +7,7 @@ log replay all build identical features from the same inputs.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -19,6 +20,15 @@ __all__ = [
     "TAG_KINDS",
     "EMB_PREFIX",
     "ContextError",
+    "LIMITS",
+    "MAX_USER_ID_CHARS",
+    "MAX_ID_CHARS",
+    "MAX_TASTE_KEYS",
+    "MAX_TASTE_KEY_CHARS",
+    "MAX_HISTORY",
+    "MAX_LABEL_CHARS",
+    "MAX_EXCLUDE",
+    "text_problem",
     "UserContext",
     "Candidate",
     "EmbeddingProjection",
@@ -38,30 +48,97 @@ class ContextError(ValueError):
     """A user context or candidate field is malformed; the message names the field."""
 
 
+# -- request limits -------------------------------------------------------------------------------
+# One place for every bound on client input: the HTTP models (bandit/server.py) and `UserContext`
+# / the engine's page checks (in-process callers) enforce the same numbers, so a request cannot
+# get further in one path than in the other. Each bound exists because the unbounded value cost
+# something real: memory (per-taste example caches), CPU (history -> taste), disk (logged ids).
+
+#: user_id: stored in every logged request, session and decision row.
+MAX_USER_ID_CHARS = 256
+#: title ids, artwork ids (exclude, pin), event ids and history entries.
+MAX_ID_CHARS = 128
+#: distinct keys in a taste profile (an explicit one, or one derived from history).
+MAX_TASTE_KEYS = 256
+#: one taste key ("genre:crime", "actor:Jane Doe").
+MAX_TASTE_KEY_CHARS = 128
+#: watched title ids in `history`.
+MAX_HISTORY = 500
+#: context.device and context.country.
+MAX_LABEL_CHARS = 64
+#: artwork ids in a request's `exclude`.
+MAX_EXCLUDE = 1000
+
+LIMITS: dict[str, int] = {
+    "user_id_chars": MAX_USER_ID_CHARS,
+    "id_chars": MAX_ID_CHARS,
+    "taste_keys": MAX_TASTE_KEYS,
+    "taste_key_chars": MAX_TASTE_KEY_CHARS,
+    "history_entries": MAX_HISTORY,
+    "label_chars": MAX_LABEL_CHARS,
+    "exclude_entries": MAX_EXCLUDE,
+}
+
+# Control characters (C0, DEL, C1) and UTF-16 surrogates. A lone surrogate (JSON "\ud800") is a
+# valid Python str but not encodable as UTF-8: SQLite, VW and every log reader choke on it.
+_BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def text_problem(value: Any, max_chars: int) -> str | None:
+    """Why `value` is not acceptable client text (None when it is): a non-empty str of at most
+    `max_chars` characters, UTF-8 encodable (no lone surrogates), without control characters."""
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if not value:
+        return "must be a non-empty string"
+    if len(value) > max_chars:
+        return f"must be at most {max_chars} characters, got {len(value)}"
+    bad = _BAD_TEXT.search(value)
+    if bad is not None:
+        ch = bad.group()
+        what = "a lone surrogate (not valid UTF-8)" if "\ud800" <= ch <= "\udfff" else "a control character"
+        return f"contains {what} U+{ord(ch):04X} at position {bad.start()}"
+    return None
+
+
+def _check_text(name: str, value: Any, max_chars: int) -> str:
+    why = text_problem(value, max_chars)
+    if why is not None:
+        raise ContextError(f"{name} {why}")
+    return value
+
+
 def _is_number(v: Any) -> bool:
     # bool is an int subclass; a True affinity is almost certainly a caller bug, so reject it.
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
-def _check_float_map(name: str, value: Any) -> dict[str, float]:
+def _check_float_map(name: str, value: Any, max_keys: int | None = None, max_key_chars: int | None = None
+                     ) -> dict[str, float]:
     if not isinstance(value, Mapping):
         raise ContextError(f"{name} must be a dict of str -> finite number, got {type(value).__name__}")
+    if max_keys is not None and len(value) > max_keys:
+        raise ContextError(f"{name} has {len(value)} keys; at most {max_keys}")
     out: dict[str, float] = {}
     for k, v in value.items():
         if not isinstance(k, str) or not k:
             raise ContextError(f"{name} keys must be non-empty strings, got {k!r}")
+        if max_key_chars is not None:
+            why = text_problem(k, max_key_chars)
+            if why is not None:
+                raise ContextError(f"{name} key {k!r} {why}")
         if not _is_number(v) or not math.isfinite(float(v)):
             raise ContextError(f"{name}[{k!r}] must be a finite number, got {v!r}")
         out[k] = float(v)
     return out
 
 
-def _check_opt_str(name: str, value: Any) -> str | None:
+def _check_opt_str(name: str, value: Any, max_chars: int = MAX_LABEL_CHARS) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise ContextError(f"{name} must be a non-empty string or None, got {value!r}")
-    return value
+    return _check_text(name, value, max_chars)
 
 
 def _check_opt_int(name: str, value: Any, lo: int, hi: int | None) -> int | None:
@@ -97,12 +174,16 @@ class UserContext:
     def __post_init__(self) -> None:
         if not isinstance(self.user_id, str) or not self.user_id:
             raise ContextError(f"user_id must be a non-empty string, got {self.user_id!r}")
-        self.taste = _check_float_map("taste", self.taste)
+        _check_text("user_id", self.user_id, MAX_USER_ID_CHARS)
+        self.taste = _check_float_map("taste", self.taste, MAX_TASTE_KEYS, MAX_TASTE_KEY_CHARS)
         if isinstance(self.history, (str, bytes)) or not isinstance(self.history, Sequence):
             raise ContextError(f"history must be a list of title ids, got {type(self.history).__name__}")
+        if len(self.history) > MAX_HISTORY:
+            raise ContextError(f"history has {len(self.history)} entries; at most {MAX_HISTORY}")
         for i, t in enumerate(self.history):
             if not isinstance(t, str) or not t:
                 raise ContextError(f"history[{i}] must be a non-empty string title id, got {t!r}")
+            _check_text(f"history[{i}]", t, MAX_ID_CHARS)
         self.history = list(self.history)
         self.device = _check_opt_str("device", self.device)
         self.country = _check_opt_str("country", self.country)

@@ -21,16 +21,19 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import click
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from fastapi.routing import APIRoute
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from artwork.store import StoreError
 from bandit.policy import EXPLORATIONS
+from bandit.features import (MAX_EXCLUDE, MAX_HISTORY, MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_TASTE_KEY_CHARS, MAX_TASTE_KEYS,
+                             MAX_USER_ID_CHARS, text_problem)
 from bandit.engine import POLICY_KINDS, Engine, EngineConfig, FeedbackOutcome, NotFoundError, RequestError, context_from_request
 
 __all__ = ["ServeConfig", "create_app", "free_port", "serve_command", "main"]
@@ -59,6 +62,23 @@ class ServeConfig:
 # not a silently different request.
 
 
+def _text(max_chars: int) -> Callable[[str], str]:
+    def check(v: str) -> str:
+        why = text_problem(v, max_chars)
+        if why is not None:
+            raise ValueError(why)
+        return v
+    return check
+
+
+# Client strings: non-empty, bounded (limits in bandit.features), UTF-8 encodable (no lone
+# surrogates), no control characters. The same checks run in UserContext / Engine for in-process use.
+UserId = Annotated[StrictStr, AfterValidator(_text(MAX_USER_ID_CHARS))]
+Id = Annotated[StrictStr, AfterValidator(_text(MAX_ID_CHARS))]
+TasteKey = Annotated[StrictStr, AfterValidator(_text(MAX_TASTE_KEY_CHARS))]
+Label = Annotated[StrictStr, AfterValidator(_text(MAX_LABEL_CHARS))]
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -66,23 +86,28 @@ class _In(BaseModel):
 class RequestContext(_In):
     """Where and when the page is shown."""
 
-    device: Optional[StrictStr] = Field(None, min_length=1, examples=["tv"])
+    device: Optional[Label] = Field(None, min_length=1, max_length=MAX_LABEL_CHARS, examples=["tv"])
     hour: Optional[StrictInt] = Field(None, ge=0, le=23, description="local hour 0..23")
-    country: Optional[StrictStr] = Field(None, min_length=1, examples=["US"])
+    country: Optional[Label] = Field(None, min_length=1, max_length=MAX_LABEL_CHARS, examples=["US"])
     row: Optional[StrictInt] = Field(None, ge=0, description="0-based page row")
 
 
 class ChooseRequest(_In):
     """A page: one artwork is chosen for each title."""
 
-    user_id: StrictStr = Field(..., min_length=1)
-    taste: Optional[dict[StrictStr, Number]] = Field(
-        None, description='affinities like {"genre:crime": 0.8, "mood:dark": 0.4}', examples=[{"genre:crime": 0.8}]
+    user_id: UserId = Field(..., min_length=1, max_length=MAX_USER_ID_CHARS)
+    taste: Optional[dict[TasteKey, Number]] = Field(
+        None, max_length=MAX_TASTE_KEYS,
+        description=f'affinities like {{"genre:crime": 0.8, "mood:dark": 0.4}}; at most {MAX_TASTE_KEYS} keys '
+                    f'of at most {MAX_TASTE_KEY_CHARS} characters', examples=[{"genre:crime": 0.8}]
     )
-    history: Optional[list[StrictStr]] = Field(None, description="watched title ids; builds a taste profile when taste is absent")
+    history: Optional[list[Id]] = Field(
+        None, max_length=MAX_HISTORY,
+        description=f"watched title ids (at most {MAX_HISTORY}); builds a taste profile when taste is absent")
     context: Optional[RequestContext] = None
-    titles: list[StrictStr] = Field(..., min_length=1, description="title ids (at most max_titles)")
-    exclude: list[StrictStr] = Field(default_factory=list, description="artwork ids never to show in this request")
+    titles: list[Id] = Field(..., min_length=1, description="title ids (at most max_titles)")
+    exclude: list[Id] = Field(default_factory=list, max_length=MAX_EXCLUDE,
+                              description=f"artwork ids never to show in this request (at most {MAX_EXCLUDE})")
 
 
 class TitleResult(BaseModel):
@@ -110,7 +135,7 @@ class ChooseResponse(BaseModel):
 class FeedbackIn(_In):
     """An outcome for one decision: reward, or click/play flags."""
 
-    event_id: StrictStr = Field(..., min_length=1)
+    event_id: Id = Field(..., min_length=1, max_length=MAX_ID_CHARS)
     reward: Optional[Number] = Field(None, description="in the configured range (default 0..1)")
     click: Optional[StrictBool] = None
     play: Optional[StrictBool] = None
@@ -139,7 +164,7 @@ class FeedbackBatchOut(BaseModel):
 
 
 class PinIn(_In):
-    artwork_id: StrictStr = Field(..., min_length=1)
+    artwork_id: Id = Field(..., min_length=1, max_length=MAX_ID_CHARS)
 
 
 class DistributionRequest(ChooseRequest):
@@ -203,6 +228,66 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, tracking_send)
 
 
+def _protected(scope: dict) -> bool:
+    """Requests that need the API key (when one is configured): every write, and the user session
+    read (it returns a user's artworks and event ids, which are enough to post their feedback)."""
+    if scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
+        return True
+    path = scope.get("path", "")
+    return path.startswith("/v1/users/") and path.endswith("/session")
+
+
+class ApiKeyMiddleware:
+    """Check X-API-Key before anything else reads the request: a caller without the key gets 401,
+    never a validation error that tells them what a well-formed body looks like."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], api_key: str) -> None:
+        self.app = app
+        self.key = api_key.encode()
+
+    async def __call__(self, scope: dict, receive: Callable[..., Awaitable[dict]], send: Callable[..., Awaitable[None]]) -> None:
+        if scope["type"] == "http" and _protected(scope):
+            given = next((v for k, v in scope.get("headers", ()) if k == b"x-api-key"), None)
+            if given is None or not hmac.compare_digest(given, self.key):
+                body = json.dumps({"error": "unauthorized", "detail": _UNAUTHORIZED}).encode()
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                        (b"www-authenticate", b"ApiKey")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+_UNAUTHORIZED = "missing or wrong API key (header X-API-Key)"
+
+
+class _JsonRoute(APIRoute):
+    """Parses a JSON body before FastAPI does, so that nesting too deep for the parser
+    (RecursionError) or bytes that are not UTF-8 are a 422 naming the body, like every other
+    malformed body, not FastAPI's generic 400. The parsed value is cached on the request
+    (Starlette's `Request.json`), so the body is parsed once."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def parse_first(request: Request) -> Response:
+            if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+                ctype = request.headers.get("content-type", "")
+                if await request.body() and (not ctype or "json" in ctype.split(";", 1)[0].lower()):
+                    try:
+                        await request.json()
+                    except json.JSONDecodeError:
+                        pass  # FastAPI reports it (422 json_invalid, with the position)
+                    except (RecursionError, UnicodeDecodeError, ValueError) as e:
+                        why = ("nested too deeply" if isinstance(e, RecursionError)
+                               else "is not valid UTF-8 JSON")
+                        raise RequestValidationError([{"loc": ("body",), "msg": f"JSON body {why}",
+                                                       "type": "json_invalid"}]) from None
+            return await handler(request)
+
+        return parse_first
+
+
 # -- app -------------------------------------------------------------------------------------------
 
 
@@ -210,11 +295,17 @@ def _json(obj: Any, status_code: int = 200) -> Response:
     return Response(json.dumps(obj, separators=(",", ":")), status_code=status_code, media_type="application/json")
 
 
+def _safe(text: Any) -> str:
+    """Text that can be encoded as UTF-8: a lone surrogate a client sent is echoed as \\udXXX."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _field_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for e in errors:
         loc = [str(x) for x in e.get("loc", ()) if x != "body"]
-        out.append({"field": ".".join(loc) or "body", "reason": e.get("msg", "invalid"), "type": e.get("type", "")})
+        out.append({"field": _safe(".".join(loc) or "body"), "reason": _safe(e.get("msg", "invalid")),
+                    "type": e.get("type", "")})
     return out
 
 
@@ -249,8 +340,14 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         version="1",
         description="Personalised artwork selection: choose an artwork per title, post feedback, the policy learns online.",
         lifespan=lifespan,
+        # No 307 to "/v1/choose" for "/v1/choose/": the redirect would be built from the Host header
+        # a client sent. A trailing slash is simply an unknown path (404).
+        redirect_slashes=False,
     )
+    app.router.route_class = _JsonRoute
     app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
+    if config.api_key is not None:  # outermost: the key is checked before the body is even looked at
+        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
 
     def eng() -> Engine:
         return state["engine"]
@@ -267,8 +364,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"error": "validation", "detail": [{"field": exc.field, "reason": exc.reason, "type": "value_error"}]},
-                            status_code=422)
+        return JSONResponse({"error": "validation", "detail": [{"field": _safe(exc.field), "reason": _safe(exc.reason),
+                                                                "type": "value_error"}]}, status_code=422)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
@@ -276,7 +373,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
 
     @app.exception_handler(_Unauthorized)
     async def _unauth(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": "unauthorized", "detail": "missing or wrong API key (header X-API-Key)"},
+        return JSONResponse({"error": "unauthorized", "detail": _UNAUTHORIZED},
                             status_code=401, headers={"WWW-Authenticate": "ApiKey"})
 
     writes = [Depends(require_key)]
@@ -354,15 +451,25 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         """Undo a disable."""
         return eng().set_flags(artwork_id, disabled=False)
 
-    @app.get("/v1/users/{user_id}/session", tags=["decisions"])
+    @app.get("/v1/users/{user_id}/session", dependencies=writes, tags=["decisions"],
+             responses={401: {"description": "missing or wrong X-API-Key (when the server has an API key)"},
+                        404: {"description": "the user has no decisions within the session TTL"}})
     def user_session(user_id: str) -> dict[str, Any]:
-        """The user's sticky choices within the session TTL (404 for a user with none)."""
+        """The user's sticky choices within the session TTL: per title the artwork shown, its event id
+        and when the session expires. Needs X-API-Key when the server has one (event ids are enough
+        to post feedback for the user). 404 for a user with none."""
         return eng().user_session(user_id)
 
     @app.get("/health", tags=["ops"])
     def health() -> dict[str, Any]:
         """Liveness, policy version, encoder, catalog size."""
         return eng().health()
+
+    @app.head("/health", include_in_schema=False)
+    def health_head() -> Response:
+        """Liveness for probes that send HEAD."""
+        eng().health()
+        return Response(status_code=200, media_type="application/json")
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"])
     def metrics() -> PlainTextResponse:
