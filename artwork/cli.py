@@ -141,11 +141,17 @@ def frames(ctx: click.Context, title_id: str, video: str, max_candidates: int, t
     """Mine diverse, good-quality candidate frames from a title's video."""
     if max_candidates < 1:
         raise click.BadParameter("must be at least 1", param_hint="--max")
+    from artwork.frames import FrameConfig, SampleStats
+
+    stats = SampleStats()
     with open_catalog(ctx) as catalog:
         ingestor = Ingestor(catalog, resolve_encoder(catalog, **enc))
-        report = ingestor.add_video_frames(title_id, video, max_candidates, title_name=title_name,
-                                           progress=not quiet)
+        report = ingestor.add_video_frames(title_id, video, max_candidates, config=FrameConfig(stats=stats),
+                                           title_name=title_name, progress=not quiet)
         print_report(report)
+    if not report.outcomes:  # nothing added, nothing already there: say why, and fail
+        console.print(f"[red]no frames added[/red] from {Path(video).name}: {stats.explain()}")
+        sys.exit(1)
     if not report.ok:
         sys.exit(1)
 

@@ -116,6 +116,49 @@ class FrameConfig:
     mmr_lambda: float = 0.7
     # bad input: fraction of decoded packets allowed to fail before the file counts as corrupt
     max_error_fraction: float = 0.05
+    # filled in by `mine_frames` when set: why sampled frames were dropped (see `SampleStats`)
+    stats: "SampleStats | None" = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class SampleStats:
+    """How many analysed samples each quality rule dropped (the first rule that failed counts)."""
+
+    analysed: int = 0
+    passed: int = 0
+    black: int = 0
+    fade: int = 0
+    text: int = 0
+    dark: int = 0
+    bright: int = 0
+    flat: int = 0
+    soft: int = 0
+    blurred: int = 0  # shots whose best frame was far softer than the video's median (relative floor)
+
+    def explain(self) -> str:
+        """One line: why nothing usable came out of the sampled frames."""
+        if self.analysed == 0:
+            return "no frame could be sampled"
+        labels = (("black", "black"), ("fade", "fading"), ("text", "mostly text"), ("dark", "too dark"),
+                  ("bright", "too bright"), ("flat", "flat (too little contrast)"), ("soft", "blurred (too soft)"))
+        parts = [f"{getattr(self, k)} {label}" for k, label in labels if getattr(self, k)]
+        if self.blurred:
+            parts.append(f"{self.blurred} shot(s) far softer than the video's median sharpness")
+        return f"all {self.analysed} sampled frames were rejected: " + (", ".join(parts) or "no usable frame")
+
+    def count(self, q: dict[str, float | bool], cfg: FrameConfig) -> bool:
+        """Record one analysed sample; True when it passes the quality rules (`_passes`)."""
+        self.analysed += 1
+        b = float(q["brightness"])
+        why = ("black" if q["black"] else "fade" if cfg.drop_fade and q["fade"] else
+               "text" if cfg.drop_text and q["text"] else "dark" if b < cfg.min_brightness else
+               "bright" if b > cfg.max_brightness else "flat" if float(q["contrast"]) < cfg.min_contrast else
+               "soft" if float(q["sharpness"]) < cfg.min_sharpness else None)
+        if why is None:
+            self.passed += 1
+            return True
+        setattr(self, why, getattr(self, why) + 1)
+        return False
 
 
 @dataclass
@@ -711,6 +754,8 @@ def mine_frames(
             q = Q.measure(rgb)
             if not q["black"] and not q["fade"]:
                 sharpness_seen.append(float(q["sharpness"]))
+            if cfg.stats is not None:
+                cfg.stats.count(q, cfg)
             if not _passes(q, cfg):
                 continue
             if best_in_shot is None or q["score"] > best_in_shot.quality["score"]:
@@ -728,6 +773,8 @@ def mine_frames(
     # the absolute number says (sharpness scale depends on content and grain).
     floor = cfg.min_relative_sharpness * float(np.median(sharpness_seen)) if sharpness_seen else 0.0
     samples = [s for _, _, s in sorted(pool, key=lambda it: (-it[0], it[1])) if float(s.quality["sharpness"]) >= floor]
+    if cfg.stats is not None:
+        cfg.stats.blurred += len(pool) - len(samples)
     if not samples:
         return []
     images = [Image.fromarray(np.ascontiguousarray(s.rgb[s.box[0]:s.box[1], s.box[2]:s.box[3]])) for s in samples]

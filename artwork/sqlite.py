@@ -27,7 +27,10 @@ def write_transaction(db: sqlite3.Connection, lock: threading.RLock) -> Iterator
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite has already rolled back by itself after "database or disk is full" or an
+            # I/O error; a second ROLLBACK would raise and hide the real error.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
 

@@ -217,6 +217,7 @@ class BayesPolicy(BasePolicy):
         self._bank: dict[int, np.ndarray] = {}  # purpose -> standard-normal rows (n_draws columns)
         self._title_cache: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
         self._user_cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._user_cache_items = 0
         # User feature keys seen so far, in order (their slot), and the running mean user vector.
         self._user_keys: dict[str, int] = {}
         self._user_hash = np.zeros(0, dtype=np.uint64)
@@ -240,8 +241,11 @@ class BayesPolicy(BasePolicy):
         hit = self._user_cache.get(key)
         if hit is None:
             feats = [(k, v) for k, v in user_features(user) if self._user_slot(k) is not None]
-            if len(self._user_cache) >= self.cache_limit:
+            # Bounded by entries and by the taste items they hold (a taste has up to 256 keys).
+            if len(self._user_cache) >= self.cache_limit or self._user_cache_items > 20 * self.cache_limit:
                 self._user_cache.clear()
+                self._user_cache_items = 0
+            self._user_cache_items += len(user.taste) + 1
             hit = self._user_cache[key] = (
                 np.array([self._user_slot(k) for k, _ in feats], dtype=np.intp),
                 np.array([v for _, v in feats], dtype=float),

@@ -188,6 +188,10 @@ def train(log: str, out_path: str, exploration: str, seed: int) -> None:
         raise click.ClickException(f"{log}: not a decision log in Parquet format ({exc})") from None
     policy = VWPolicy(VWConfig(exploration=exploration, seed=seed))
     n = policy.learn_many(records)
+    if policy.skipped:
+        eid, why = policy.skipped[0]
+        click.echo(f"skipped {len(policy.skipped)} logged decision(s) that cannot be learned "
+                   f"(first: event {eid}: {why})", err=True)
     if n == 0:
         raise click.ClickException(f"{log}: no decision has a reward; nothing to learn from")
     policy.save(out_path)

@@ -111,6 +111,10 @@ class EngineConfig:
             raise ValueError("explore_share must be in [0, 1]")
         if self.max_titles < 1 or self.max_batch < 1:
             raise ValueError("max_titles and max_batch must be >= 1")
+        for name in ("click_reward", "play_reward"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and self.reward_min <= v <= self.reward_max):
+                raise ValueError(f"{name} must be within the reward range [{self.reward_min}, {self.reward_max}], got {v!r}")
 
 
 @dataclass
@@ -125,12 +129,15 @@ class TitleChoice:
     policy: str | None = None
     policy_version: int | None = None
     repeat: bool = False  # the user's earlier choice for this title, no new event logged
+    active: bool = True  # False: logged with activate=false, no feedback window until activated
     error: str | None = None  # "unknown_title" | "no_candidates" | "policy_error"
     message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (error fields only when set)."""
         d = dict(vars(self))  # all fields are scalars; asdict's recursive copy cost 1/3 of a page
+        if self.active:  # only inactive decisions say so: active is the default
+            d.pop("active")
         if self.error is None:
             d.pop("error")
             d.pop("message")
@@ -142,14 +149,20 @@ class FeedbackOutcome:
     """What happened to one feedback post."""
 
     event_id: str
-    status: str  # "joined" | "late" | "duplicate" | "not_found" | "expired"
+    status: str  # "joined" | "late" | "upgraded" | "duplicate" | "conflict" | "not_found" | "expired"
     changed: bool
     reward: float | None = None  # the reward on record for the event
     message: str = ""
+    recorded: float | None = None  # conflict only: the reward on record ...
+    posted: float | None = None  # ... and the refused one
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict."""
-        return asdict(self)
+        """JSON-safe dict (recorded/posted only for a conflict)."""
+        d = asdict(self)
+        if self.status != "conflict":
+            d.pop("recorded")
+            d.pop("posted")
+        return d
 
 
 @dataclass
@@ -178,6 +191,7 @@ class _Session(NamedTuple):
     policy: str
     version: int
     expires: float
+    active: bool = True  # False: logged with activate=false and not activated yet
 
 
 def _content_type(data: bytes) -> str:
@@ -240,7 +254,7 @@ class Engine:
             "choose_requests": 0, "decisions": 0, "repeats": 0, "title_errors": 0, "feedback_joined": 0,
             "feedback_late": 0, "feedback_duplicate": 0, "feedback_not_found": 0, "feedback_expired": 0,
             "windows_closed": 0, "learned": 0, "corrections_learned": 0, "snapshots": 0, "replayed": 0,
-            "quarantined": 0,
+            "quarantined": 0, "feedback_upgraded": 0, "feedback_conflict": 0, "activated": 0,
         }
         # learn_seq -> event_id of learn events that could not be learned (see `_learn`).
         self._quarantined: dict[int, str] = self.events.quarantined()
@@ -259,7 +273,8 @@ class Engine:
         self._restore_policy()
         now = self.clock()
         for row in self.events.active_sessions(now):
-            self._remember_session(row.user_id, row.title_id, row, row.session_expires)  # type: ignore[attr-defined]
+            self._remember_session(row.user_id, row.title_id, row, row.session_expires,  # type: ignore[attr-defined]
+                                   active=row.active)
         self.close_expired()
         self._last_snapshot = time.monotonic()
         if self._start_timer:
@@ -497,13 +512,22 @@ class Engine:
     def _image_url(self, artwork_id: str) -> str:
         return f"{self.config.image_url_prefix}/v1/artworks/{artwork_id}/image"
 
-    def _remember_session(self, user_id: str, title_id: str, row: DecisionRow | NewDecision, expires: float) -> None:
+    def _remember_session(self, user_id: str, title_id: str, row: DecisionRow | NewDecision, expires: float,
+                          active: bool = True) -> None:
         # An exact tuple of scalars, which CPython's cyclic GC stops tracking (it never untracks
         # tuple subclasses): the session table, one entry per user and title for 24 h, would
         # otherwise make every full collection longer, and those pauses were most of our p99.
         self._sessions.setdefault(user_id, {})[title_id] = tuple(_Session(
-            row.event_id, row.chosen, float(row.probability), row.policy, int(row.version), float(expires)
+            row.event_id, row.chosen, float(row.probability), row.policy, int(row.version), float(expires),
+            bool(active),
         ))
+
+    def _mark_active(self, row: DecisionRow) -> None:
+        """An inactive decision was activated: its sticky session (if it is still the live one) says so."""
+        with self._choose_lock:
+            raw = self._sessions.get(row.user_id, {}).get(row.title_id)
+            if raw is not None and raw[0] == row.event_id:
+                self._sessions[row.user_id][row.title_id] = tuple(_Session._make(raw)._replace(active=True))
 
     def _purge_sessions(self) -> None:
         now = self.clock()
@@ -516,14 +540,22 @@ class Engine:
                     del self._sessions[uid]
         self.events.purge_sessions(now)
 
-    def choose(self, user: UserContext, title_ids: Sequence[str], exclude: Collection[str] = ()) -> list[TitleChoice]:
+    def choose(self, user: UserContext, title_ids: Sequence[str], exclude: Collection[str] = (),
+               activate: bool = True) -> list[TitleChoice]:
         """One artwork per title for this user, logged before returning.
 
         Unknown titles and titles with nothing left to show get a per-title error. A title the
         user saw within the session TTL gets the same artwork again (`repeat=True`, same event
         id, nothing logged) as long as it is still allowed: a designer disable/pin or a request
         exclusion takes precedence over stickiness.
+
+        `activate=False` (deferred activation): the fresh decisions are logged inactive, with no
+        feedback window running, until `activate(event_id)` or their first feedback; one never
+        activated is never closed at reward 0 nor learned (it was not rendered). A repeat keeps its
+        decision's state, except that a page chosen with `activate=True` activates it (it is shown now).
         """
+        if not isinstance(activate, bool):
+            raise RequestError("activate", f"must be true or false, got {activate!r}")
         self._check_page(title_ids, exclude)
         view = self._refresh()
         user = self._with_taste(user, view)
@@ -536,6 +568,7 @@ class Engine:
             sessions = self._sessions.get(user.user_id, {})
             explore = self.config.explore_share > 0 and self._explore_rng.random() < self.config.explore_share
             chooser = self._explorer if explore else self.policy
+            wake: list[str] = []  # inactive repeats shown on an activate=True page
             for tid in title_ids:
                 tv = view.titles.get(tid)
                 if tv is None:
@@ -551,8 +584,10 @@ class Engine:
                 s = _Session._make(raw) if raw is not None else None
                 if (s is not None and s.expires > now and s.chosen in allowed
                         and (tv.pinned is None or tv.pinned not in allowed or tv.pinned == s.chosen)):
+                    if not s.active and activate:
+                        wake.append(tid)
                     out.append(TitleChoice(tid, s.chosen, self._image_url(s.chosen), s.event_id, s.probability,
-                                           s.policy, s.version, repeat=True))
+                                           s.policy, s.version, repeat=True, active=s.active or activate))
                     continue
                 try:
                     d = chooser.choose(user, tid, tv.candidates, excl, pinned=tv.pinned, disabled=tv.disabled)
@@ -563,16 +598,21 @@ class Engine:
                     out.append(TitleChoice(tid, error="policy_error", message=str(e)))
                     continue
                 nd = NewDecision(uuid.uuid4().hex, tid, list(d.distribution), tv.fs_key, d.chosen,
-                                 float(d.probability), dict(d.distribution), d.policy, int(d.version))
+                                 float(d.probability), dict(d.distribution), d.policy, int(d.version), activate)
                 fresh.append(nd)
                 fsets[tv.fs_key] = tv.fs_json
                 out.append(TitleChoice(tid, d.chosen, self._image_url(d.chosen), nd.event_id, nd.probability,
-                                       nd.policy, nd.version))
+                                       nd.policy, nd.version, active=activate))
             # Logged (committed) before anyone sees the answer: a choice we cannot log is not served.
             self.events.log_page(now, user.user_id, user.to_dict(), fresh, fsets,
                                  now + self.config.feedback_window_s, now + self.config.session_ttl_s)
             for nd in fresh:
-                self._remember_session(user.user_id, nd.title_id, nd, now + self.config.session_ttl_s)
+                self._remember_session(user.user_id, nd.title_id, nd, now + self.config.session_ttl_s, nd.active)
+            for tid in wake:
+                s = _Session._make(sessions[tid])
+                if self.events.activate(s.event_id, now + self.config.feedback_window_s)[0] == "activated":
+                    self.counters["activated"] += 1
+                sessions[tid] = tuple(s._replace(active=True))
             self.counters["choose_requests"] += 1
             self.counters["decisions"] += len(fresh)
             self.counters["repeats"] += sum(c.repeat for c in out)
@@ -620,32 +660,66 @@ class Engine:
         for name, v in (("click", click), ("play", play)):
             if v is not None and not isinstance(v, bool):
                 raise RequestError(f"{pre}{name}", f"must be true or false, got {v!r}")
-        return max(self.config.click_reward if click else 0.0, self.config.play_reward if play else 0.0)
+        # A play implies the click (the ladder click -> play): its reward is at least the click's.
+        return max(self.config.click_reward if click or play else 0.0, self.config.play_reward if play else 0.0)
 
     def _feedback_one(self, event_id: str, reward: float, click: bool | None, play: bool | None) -> FeedbackOutcome:
+        cfg = self.config
         with self._learn_lock:
-            res = self.events.join_feedback(event_id, reward, self.clock(), click, play)
+            res = self.events.join_feedback(event_id, reward, self.clock(), click, play,
+                                            weights={"click": cfg.click_reward, "play": cfg.play_reward},
+                                            activate_window=cfg.feedback_window_s)
             self._learn(res.learn)
         self.counters[f"feedback_{res.status}"] += 1
+        if res.activated and res.row is not None:  # the post proved the decision was rendered
+            self.counters["activated"] += 1
+            self._mark_active(res.row)
         if res.finalized and res.status != "joined":  # this post found the window passed and closed it
             self.counters["windows_closed"] += 1
         msg = {
             "joined": "feedback joined to its decision",
             "late": (f"the feedback window of event {event_id!r} had closed at reward 0; this reward was "
                      "recorded and learned as a correction of that close"),
+            "upgraded": (f"a stronger outcome for event {event_id!r}: recorded, reward now {res.reward}"
+                         + (" (learned as a correction)" if res.learn else " (unchanged: nothing to relearn)")),
             "duplicate": "feedback for this event was already recorded; nothing changed",
+            "conflict": (f"event {event_id!r} already has reward {res.reward}; the posted reward {res.posted} "
+                         "contradicts it and was not recorded"),
             "not_found": f"unknown event id {event_id!r}",
             "expired": (f"the feedback window of event {event_id!r} has closed (recorded as reward 0); "
                         "feedback without a positive reward changes nothing"),
         }[res.status]
-        return FeedbackOutcome(event_id, res.status, res.status in ("joined", "late"), res.reward, msg)
+        if res.status == "conflict":
+            return FeedbackOutcome(event_id, "conflict", False, res.reward, msg, recorded=res.reward, posted=res.posted)
+        return FeedbackOutcome(event_id, res.status, res.status in ("joined", "late", "upgraded"), res.reward, msg)
+
+    def activate(self, event_id: str) -> dict[str, Any]:
+        """Deferred activation: the decision was rendered, its feedback window starts now.
+
+        Idempotent: an already active decision (whatever its status) answers "already_active" and
+        keeps its window. NotFoundError for an unknown event id.
+        """
+        why = text_problem(event_id, MAX_ID_CHARS)
+        if why is not None:
+            raise RequestError("event_id", why)
+        status, row = self.events.activate(event_id, self.clock() + self.config.feedback_window_s)
+        if row is None:
+            raise NotFoundError(f"unknown event id {event_id!r}")
+        if status == "activated":
+            self.counters["activated"] += 1
+            self._mark_active(row)
+        return {"event_id": event_id, "status": status, "changed": status == "activated",
+                "decision_status": row.status, "deadline": row.deadline}
 
     def feedback(self, event_id: str, *, reward: Any = None, click: Any = None, play: Any = None) -> FeedbackOutcome:
         """Join one outcome to its decision and learn from it; idempotent per event.
 
         Within the window: "joined". After it (the decision closed at reward 0): a positive reward
         is "late", recorded and learned as a correction of the close; reward 0 is "expired" and
-        changes nothing. Feedback for an event that already has its feedback is "duplicate".
+        changes nothing. For an event that already has its feedback: a stronger outcome (click ->
+        play, click:false -> click:true, reward 0 -> positive) is "upgraded" (learned as a
+        correction when the reward rises), the same or a weaker one "duplicate", a contradicting
+        positive reward "conflict" (nothing changes). An inactive decision is activated first.
         """
         why = text_problem(event_id, MAX_ID_CHARS)
         if why is not None:
@@ -784,6 +858,8 @@ class Engine:
             "log_expired_feedback": counts["expired_feedback"],
             "log_quarantined": counts["quarantined"],
             "open_windows": counts["open"],
+            "decisions_inactive": counts["inactive"],
+            "log_upgrades": counts["upgrades"],
             "join_rate": counts["joined"] / done if done else 0.0,
             "policy_version": self.policy.version,
             "learned_seq": self.learned_seq,
@@ -798,7 +874,12 @@ class Engine:
             "join_rate": "share of finalized decisions whose feedback arrived within the window",
             "feedback_late_total": "late clicks (window closed at reward 0) learned as corrections",
             "feedback_expired_total": "feedback refused: window closed and no positive reward",
-            "log_corrections": "late-click corrections in the event log",
+            "log_corrections": "reward corrections in the event log (late clicks and ladder upgrades)",
+            "log_upgrades": "ladder upgrades (a stronger outcome for a finalized decision) in the event log",
+            "feedback_upgraded_total": "feedback that raised an event's outcome (click -> play, false -> true)",
+            "feedback_conflict_total": "feedback refused with 409: a positive reward contradicting the one on record",
+            "decisions_inactive": "decisions logged with activate=false and not activated (no window running)",
+            "activated_total": "inactive decisions activated (endpoint, feedback or an activate=true repeat)",
             "log_expired_feedback": "feedback refused as expired, all time (event log)",
             "quarantined_total": "learn events that could not be learned (this process), skipped and recorded",
             "log_quarantined": "learn events quarantined in the event log, all time (never learned)",

@@ -19,14 +19,25 @@ or the window closed at reward 0); a positive reward arriving after the window c
 click, stored as a `corrections` row (old reward -> new reward) with its own learn_seq, and the
 decision's `reward` becomes the new value (its `late_seq` points at the correction). Replaying
 `finalized_after` in learn_seq order therefore feeds a policy exactly what the live server fed it.
+
+Feedback is an upgrade ladder (`join_feedback`): an event's outcome is the set of flags seen so far
+(click, play) or one numeric reward. A later post that adds a flag raises the reward to the highest
+weight seen; once the decision is finalized that raise is a correction too (kind 'upgrade',
+`decisions.upgrade_seq` points at the latest), learned like a late click. Two different positive
+rewards that the ladder cannot order are a conflict: nothing changes.
+
+Deferred activation: a decision logged with `active=False` (`decisions.inactive = 1`) has no window
+running (deadline +inf, so no close ever picks it) and no impression counted until `activate` (or
+feedback, which activates it first) starts its window.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +49,9 @@ __all__ = ["EventLog", "DecisionRow", "FinalizeResult", "NewDecision", "SCHEMA",
 
 # 2: the `corrections` table and `decisions.late_seq` (late clicks). Logs written by version 1
 # are migrated when opened (see `EventLog._migrate`).
-SCHEMA_VERSION = 2
+# 3: `corrections.kind` ('late' | 'upgrade'), `decisions.upgrade_seq` (feedback ladder) and
+# `decisions.inactive` (deferred activation); older logs are migrated the same way.
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,7 +70,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     deadline REAL NOT NULL,
     status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'joined', 'closed')),
     reward REAL, final_time REAL, learn_seq INTEGER UNIQUE,
-    late_seq INTEGER);
+    late_seq INTEGER, upgrade_seq INTEGER, inactive INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS decisions_open ON decisions(deadline) WHERE status = 'open';
 CREATE TABLE IF NOT EXISTS feedback (
     event_id TEXT PRIMARY KEY REFERENCES decisions(event_id), time REAL NOT NULL,
@@ -71,7 +84,8 @@ CREATE TABLE IF NOT EXISTS artwork_stats (
     reward_sum REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS corrections (
     learn_seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL REFERENCES decisions(event_id),
-    time REAL NOT NULL, old_reward REAL NOT NULL, new_reward REAL NOT NULL);
+    time REAL NOT NULL, old_reward REAL NOT NULL, new_reward REAL NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'late');
 CREATE INDEX IF NOT EXISTS corrections_event ON corrections(event_id);
 CREATE TABLE IF NOT EXISTS quarantine (
     learn_seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, time REAL NOT NULL, error TEXT NOT NULL);
@@ -84,7 +98,7 @@ def _cols(reward: str = "d.reward", learn_seq: str = "d.learn_seq") -> str:
     return (
         "d.seq, d.event_id, d.time, d.user_id, d.title_id, d.candidates, d.fs_key, d.chosen, d.probability, "
         f"d.distribution, d.policy, d.version, d.deadline, d.status, {reward} AS reward, {learn_seq} AS learn_seq, "
-        "r.context, d.late_seq"
+        "r.context, d.late_seq, d.upgrade_seq, d.inactive"
     )
 
 
@@ -92,10 +106,10 @@ _DECISION_COLS = _cols()
 
 # The learn events after a given learn_seq, decisions and corrections merged in learn_seq order:
 # the one query behind live learning (rows a transaction just wrote) and restart replay.
-# A decision's own learn event carries the reward it was finalized with: for a late-corrected
-# decision that is the first correction's old reward, not the corrected `d.reward`.
+# A decision's own learn event carries the reward it was finalized with: for a corrected decision
+# (a late click or a ladder upgrade) that is the first correction's old reward, not `d.reward`.
 _FINAL_REWARD = (
-    "CASE WHEN d.late_seq IS NULL THEN d.reward ELSE (SELECT c0.old_reward FROM corrections c0 "
+    "CASE WHEN d.late_seq IS NULL AND d.upgrade_seq IS NULL THEN d.reward ELSE (SELECT c0.old_reward FROM corrections c0 "
     "WHERE c0.event_id = d.event_id ORDER BY c0.learn_seq LIMIT 1) END"
 )
 _LEARN_EVENTS = (
@@ -134,6 +148,8 @@ class DecisionRow:
     learn_seq: int | None
     context: str  # JSON UserContext.to_dict()
     late_seq: int | None = None  # learn_seq of the late click that corrected the reward-0 close
+    upgrade_seq: int | None = None  # learn_seq of the latest ladder upgrade (a correction too)
+    inactive: int = 0  # 1: logged with activate=false and not activated yet (no window running)
     # Set only on a correction learn event (from `finalized_after` / `FinalizeResult.learn`): the
     # reward learned before; `reward` and `learn_seq` are then the correction's.
     old_reward: float | None = None
@@ -149,6 +165,11 @@ class DecisionRow:
         return self.late_seq is not None
 
     @property
+    def active(self) -> bool:
+        """Rendered (activated at choose or later): its feedback window runs."""
+        return not self.inactive
+
+    @property
     def is_correction(self) -> bool:
         """This row is a correction learn event (learn with `Policy.relearn`), not a first outcome."""
         return self.old_reward is not None
@@ -158,13 +179,15 @@ class DecisionRow:
 class FinalizeResult:
     """Outcome of posting feedback for one event."""
 
-    status: str  # "joined" | "late" | "duplicate" | "not_found" | "expired"
+    status: str  # "joined" | "late" | "upgraded" | "duplicate" | "conflict" | "not_found" | "expired"
     row: DecisionRow | None = None  # the decision, when it exists
     reward: float | None = None  # the reward now on record (for duplicates: the original one)
     finalized: bool = False  # True when this call joined or closed the decision (its window was open)
     # The learn events this call wrote, in learn_seq order (a window closed here at reward 0, then a
     # late click's correction): what the caller must learn, as `finalized_after` would replay them.
     learn: list[DecisionRow] = field(default_factory=list)
+    posted: float | None = None  # for a conflict: the refused reward (`reward` is the recorded one)
+    activated: bool = False  # this post activated an inactive decision first
 
 
 @dataclass
@@ -180,6 +203,17 @@ class NewDecision:
     distribution: dict[str, float]
     policy: str
     version: int
+    active: bool = True  # False: logged with activate=false, no window until activated
+
+
+def _implied(flags: set[str]) -> set[str]:
+    """The ladder's closure: a play is a click that went further, so it implies the click."""
+    return flags | {"click"} if "play" in flags else flags
+
+
+# The deadline of an inactive decision: never reached, so `close_expired` never closes it at reward 0
+# (it was not rendered). `activate` replaces it with activation time + window.
+_NO_DEADLINE = float("inf")
 
 
 def _dumps(obj: Any) -> str:
@@ -194,6 +228,9 @@ class EventLog(WalDatabase):
                  auto_checkpoint: bool = True) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner-only like the snapshots: the log holds every user's context and history. SQLite gives
+        # the -wal and -shm files the main file's mode, so creating it 0600 covers all three.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._lock = threading.RLock()
         self._db = connect_wal(self.path, timeout)
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -221,6 +258,15 @@ class EventLog(WalDatabase):
         cols = {r[1] for r in db.execute("PRAGMA table_info(decisions)").fetchall()}
         if cols and "late_seq" not in cols:
             db.execute("ALTER TABLE decisions ADD COLUMN late_seq INTEGER")
+        # Version 2 -> 3: every old decision was active and never upgraded; every old correction
+        # was a late click (the DEFAULT fills them in without rewriting rows).
+        if cols and "upgrade_seq" not in cols:
+            db.execute("ALTER TABLE decisions ADD COLUMN upgrade_seq INTEGER")
+        if cols and "inactive" not in cols:
+            db.execute("ALTER TABLE decisions ADD COLUMN inactive INTEGER NOT NULL DEFAULT 0")
+        ccols = {r[1] for r in db.execute("PRAGMA table_info(corrections)").fetchall()}
+        if ccols and "kind" not in ccols:
+            db.execute("ALTER TABLE corrections ADD COLUMN kind TEXT NOT NULL DEFAULT 'late'")
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
@@ -255,7 +301,8 @@ class EventLog(WalDatabase):
         """Write one page's fresh decisions, their sessions and impression counts in one transaction.
 
         `featuresets` maps fs_key -> JSON for the feature sets the decisions reference; existing
-        keys are left alone (same key, same content).
+        keys are left alone (same key, same content). A decision with `active=False` is stored
+        inactive: deadline +inf (no close picks it) and no impression until `activate`.
         """
         if not decisions:
             return
@@ -269,12 +316,13 @@ class EventLog(WalDatabase):
             )
             db.executemany(
                 "INSERT INTO decisions (event_id, request_id, time, user_id, title_id, candidates, fs_key, "
-                "chosen, probability, distribution, policy, version, deadline) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "chosen, probability, distribution, policy, version, deadline, inactive) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         d.event_id, request_id, now, user_id, d.title_id, _dumps(d.candidates), d.fs_key,
-                        d.chosen, float(d.probability), _dumps(d.distribution), d.policy, int(d.version), deadline,
+                        d.chosen, float(d.probability), _dumps(d.distribution), d.policy, int(d.version),
+                        deadline if d.active else _NO_DEADLINE, 0 if d.active else 1,
                     )
                     for d in decisions
                 ],
@@ -286,8 +334,31 @@ class EventLog(WalDatabase):
             db.executemany(
                 "INSERT INTO artwork_stats (artwork_id, impressions) VALUES (?, 1) "
                 "ON CONFLICT(artwork_id) DO UPDATE SET impressions = impressions + 1",
-                [(d.chosen,) for d in decisions],
+                [(d.chosen,) for d in decisions if d.active],
             )
+
+    def activate(self, event_id: str, deadline: float) -> tuple[str, DecisionRow | None]:
+        """Start an inactive decision's window (it was rendered): ("activated", row) with `deadline`
+        set and its impression counted; ("already_active", row) for an active one, whatever its
+        status (idempotent); ("not_found", None)."""
+        with self.transaction() as db:
+            row = self._select_decision(db, event_id)
+            if row is None:
+                return "not_found", None
+            if row.active:
+                return "already_active", row
+            self._activate(db, row, deadline)
+            return "activated", self._select_decision(db, event_id)
+
+    @staticmethod
+    def _activate(db: sqlite3.Connection, row: DecisionRow, deadline: float) -> None:
+        db.execute("UPDATE decisions SET inactive=0, deadline=? WHERE event_id=? AND inactive=1",
+                   (deadline, row.event_id))
+        db.execute(
+            "INSERT INTO artwork_stats (artwork_id, impressions) VALUES (?, 1) "
+            "ON CONFLICT(artwork_id) DO UPDATE SET impressions = impressions + 1",
+            (row.chosen,),
+        )
 
     def decision(self, event_id: str) -> DecisionRow | None:
         """One decision by event id."""
@@ -338,31 +409,46 @@ class EventLog(WalDatabase):
         )
 
     def join_feedback(
-        self, event_id: str, reward: float, now: float, click: bool | None = None, play: bool | None = None
+        self, event_id: str, reward: float, now: float, click: bool | None = None, play: bool | None = None,
+        *, weights: Mapping[str, float] | None = None, activate_window: float = 1800.0,
     ) -> FinalizeResult:
-        """Join feedback to its decision, once; returns what happened and the learn events it wrote.
+        """Join feedback to its decision; returns what happened and the learn events it wrote.
 
+        `reward` is the post's value: the numeric reward, or for flags (`click`/`play` not both
+        None) the highest `weights` of the flags that are true. An inactive decision is activated
+        first (window = now + `activate_window`): feedback proves it was rendered.
+
+        The first post of an event:
         - open decision, within its window: 'joined' with this reward and a learn_seq;
         - window passed (closed by the timer, or closed here first, reward 0 with its own learn_seq,
           so the outcome never depends on timer jitter):
           - positive reward: 'late'. The feedback is recorded, the decision's reward becomes this
-            one (`late_seq` set) and a correction (0 -> reward) gets the next learn_seq;
-          - reward 0: 'expired', nothing else changes (counted in meta `feedback_expired`);
-        - an event that already has its feedback (joined, or late): 'duplicate', nothing changes.
+            one (`late_seq` set) and a correction (0 -> reward, kind 'late') gets the next learn_seq;
+          - reward 0: 'expired', nothing else changes (counted in meta `feedback_expired`).
+        A later post climbs the ladder (`_ladder`): 'upgraded', 'duplicate' or 'conflict'.
         """
+        w = {"click": 1.0, "play": 1.0, **(weights or {})}
         with self.transaction() as db:
             row = self._select_decision(db, event_id)
             if row is None:
                 return FinalizeResult("not_found")
-            if row.status == "joined" or row.late:
-                return FinalizeResult("duplicate", row, row.reward)
+            activated = not row.active
+            if activated:
+                self._activate(db, row, now + activate_window)
+                row = self._select_decision(db, event_id)
+                assert row is not None
+            fb = db.execute("SELECT reward, click, play FROM feedback WHERE event_id=?", (event_id,)).fetchone()
+            if fb is None and (row.status == "joined" or row.late):  # a feedback row lost by an old build
+                fb = (row.reward, None, None)
+            if fb is not None:
+                return self._ladder(db, row, fb, reward, click, play, w, now, activated)
             first = self._next_learn_seq(db)
             if row.status == "open" and now < row.deadline:
                 self._insert_feedback(db, event_id, now, reward, click, play)
                 self._finalize(db, event_id, reward, "joined", now)
                 self._count_outcome(db, row.chosen, reward)
                 return FinalizeResult("joined", self._select_decision(db, event_id), reward, finalized=True,
-                                      learn=self._learn_events(db, first - 1))
+                                      learn=self._learn_events(db, first - 1), activated=activated)
             closed_here = row.status == "open"
             if closed_here:
                 self._finalize(db, event_id, 0.0, "closed", now)
@@ -375,22 +461,81 @@ class EventLog(WalDatabase):
                     "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
                 )
                 return FinalizeResult("expired", row, row.reward, finalized=closed_here,
-                                      learn=self._learn_events(db, first - 1))
+                                      learn=self._learn_events(db, first - 1), activated=activated)
             old = float(row.reward or 0.0)
             self._insert_feedback(db, event_id, now, reward, click, play)
-            seq = self._next_learn_seq(db)
-            db.execute(
-                "INSERT INTO corrections (learn_seq, event_id, time, old_reward, new_reward) VALUES (?, ?, ?, ?, ?)",
-                (seq, event_id, now, old, reward),
-            )
-            db.execute("UPDATE decisions SET reward=?, late_seq=? WHERE event_id=?", (reward, seq, event_id))
-            # The outcome was already counted (closed + 1) at reward 0: only the click and reward move.
-            db.execute(
-                "UPDATE artwork_stats SET clicks = clicks + ?, reward_sum = reward_sum + ? WHERE artwork_id=?",
-                (int(reward > 0) - int(old > 0), reward - old, row.chosen),
-            )
+            self._correct(db, row, now, old, reward, "late")
             return FinalizeResult("late", self._select_decision(db, event_id), reward, finalized=closed_here,
-                                  learn=self._learn_events(db, first - 1))
+                                  learn=self._learn_events(db, first - 1), activated=activated)
+
+    def _correct(self, db: sqlite3.Connection, row: DecisionRow, now: float, old: float, new: float,
+                 kind: str) -> int:
+        """Log a reward change of a finalized decision as a correction with the next learn_seq."""
+        seq = self._next_learn_seq(db)
+        db.execute(
+            "INSERT INTO corrections (learn_seq, event_id, time, old_reward, new_reward, kind) VALUES (?, ?, ?, ?, ?, ?)",
+            (seq, row.event_id, now, old, new, kind),
+        )
+        col = "late_seq" if kind == "late" else "upgrade_seq"
+        db.execute(f"UPDATE decisions SET reward=?, {col}=? WHERE event_id=?", (new, seq, row.event_id))
+        # The outcome was already counted (closed/joined + 1): only the click and reward move.
+        db.execute(
+            "UPDATE artwork_stats SET clicks = clicks + ?, reward_sum = reward_sum + ? WHERE artwork_id=?",
+            (int(new > 0) - int(old > 0), new - old, row.chosen),
+        )
+        return seq
+
+    def _ladder(self, db: sqlite3.Connection, row: DecisionRow, fb: Sequence[Any], reward: float,
+                click: bool | None, play: bool | None, w: Mapping[str, float], now: float,
+                activated: bool) -> FinalizeResult:
+        """A post for an event that already has its feedback (joined, or late): the upgrade ladder.
+
+        The outcome on record is either flags (the set seen so far) or one numeric reward. Zero
+        (reward 0, click:false) is the floor: it means no positive outcome yet and never lowers one.
+        - flags post: the set grows (click -> play, click:false -> click:true): 'upgraded', the
+          reward becomes max(recorded, weights of the flags seen); no new flag: 'duplicate' (a play
+          implies the click, so a click after a play is a duplicate too). On a
+          positive numeric reward a click agrees with it ('duplicate': any positive reward means the
+          user engaged); a play worth a different value is a 'conflict';
+        - numeric post: equal to the record, or 0: 'duplicate'; on a record of 0: 'upgraded';
+          a different positive value on a positive record: 'conflict' (nothing changes).
+        A raise is a correction (kind 'upgrade', learn_seq, `upgrade_seq`); a new flag that leaves
+        the reward where it was (equal weights) is recorded with no learn event.
+        """
+        recorded = float(row.reward or 0.0)
+        _, f_click, f_play = fb
+        numeric_rec = f_click is None and f_play is None
+        dup = FinalizeResult("duplicate", row, recorded, activated=activated)
+        if click is None and play is None:  # a numeric reward
+            if reward == recorded or reward <= 0:
+                return dup
+            if recorded > 0:
+                return FinalizeResult("conflict", row, recorded, posted=float(reward), activated=activated)
+            new, new_click, new_play = float(reward), None, None
+        else:
+            posted = {k for k, v in (("click", click), ("play", play)) if v}
+            if numeric_rec and recorded > 0:
+                value = max((w[k] for k in _implied(posted)), default=0.0)
+                if not posted - {"click"} or value == recorded:
+                    return dup
+                return FinalizeResult("conflict", row, recorded, posted=value, activated=activated)
+            base = _implied(set() if numeric_rec else {k for k, v in (("click", f_click), ("play", f_play)) if v})
+            flags = _implied(base | posted)
+            if flags == base:
+                return dup
+            new = max(recorded, max(w[k] for k in flags))
+            new_click = 1 if "click" in flags else (0 if click is False or f_click == 0 else None)
+            new_play = 1 if "play" in flags else (0 if play is False or f_play == 0 else None)
+        db.execute(
+            "INSERT INTO feedback (event_id, time, reward, click, play) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(event_id) DO UPDATE SET reward=excluded.reward, click=excluded.click, play=excluded.play",
+            (row.event_id, now, new, new_click, new_play),
+        )
+        if new == recorded:  # a new flag worth no more than the reward on record: nothing to learn
+            return FinalizeResult("upgraded", row, recorded, activated=activated)
+        seq = self._correct(db, row, now, recorded, new, "upgrade")
+        return FinalizeResult("upgraded", self._select_decision(db, row.event_id), new,
+                              learn=self._learn_events(db, seq - 1), activated=activated)
 
     @staticmethod
     def _insert_feedback(db: sqlite3.Connection, event_id: str, now: float, reward: float,
@@ -500,15 +645,19 @@ class EventLog(WalDatabase):
         """Decisions by status, feedback rows and requests (for metrics and tests).
 
         `closed` counts every window closed at reward 0, `late` those of them a late click then
-        corrected; `corrections` is the corrections table, `expired_feedback` the posts refused
-        because the window had closed and they carried no positive reward.
+        corrected; `corrections` is the corrections table (late clicks and ladder upgrades),
+        `upgrades` its upgrade rows, `expired_feedback` the posts refused because the window had
+        closed and they carried no positive reward. `open` counts active decisions waiting for
+        feedback; `inactive` those logged with activate=false and not activated (in `decisions`).
         """
-        out = {"open": 0, "joined": 0, "closed": 0}
-        for status, n in self._query("SELECT status, COUNT(*) FROM decisions GROUP BY status"):
-            out[status] = int(n)
-        out["decisions"] = out["open"] + out["joined"] + out["closed"]
+        out = {"open": 0, "joined": 0, "closed": 0, "inactive": 0}
+        for status, inactive, n in self._query(
+                "SELECT status, inactive, COUNT(*) FROM decisions GROUP BY status, inactive"):
+            out["inactive" if inactive else status] += int(n)
+        out["decisions"] = out["open"] + out["joined"] + out["closed"] + out["inactive"]
         # From the small corrections table, not a scan of decisions: one late click per corrected decision.
-        out["late"] = int(self._query("SELECT COUNT(DISTINCT event_id) FROM corrections")[0][0])
+        out["late"] = int(self._query("SELECT COUNT(DISTINCT event_id) FROM corrections WHERE kind='late'")[0][0])
+        out["upgrades"] = int(self._query("SELECT COUNT(*) FROM corrections WHERE kind='upgrade'")[0][0])
         out["corrections"] = int(self._query("SELECT COUNT(*) FROM corrections")[0][0])
         out["expired_feedback"] = int(self.get_meta("feedback_expired") or 0)
         out["feedback"] = int(self._query("SELECT COUNT(*) FROM feedback")[0][0])

@@ -293,10 +293,15 @@ class BasePolicy:
     def learn_many(self, records: Iterable[DecisionRecord]) -> int:
         """Warm-start from logged DecisionRecords; records with reward None are skipped. Returns count learned."""
         n = 0
+        self.skipped: list[tuple[str, str]] = []  # (event_id, why) of rows that could not be learned
         for r in records:
             if r.reward is None:
                 continue
-            self.learn_one(r.user_context(), r.title_id, r.candidate_objects(), r.chosen, r.probability, r.reward)
+            try:
+                self.learn_one(r.user_context(), r.title_id, r.candidate_objects(), r.chosen, r.probability, r.reward)
+            except (ValueError, TypeError, KeyError) as e:  # one bad row must not poison a warm start
+                self.skipped.append((r.event_id, f"{type(e).__name__}: {e}"))
+                continue
             n += 1
         return n
 
@@ -498,6 +503,10 @@ class VWPolicy(BasePolicy):
         self._shared_cache: dict[tuple[Any, ...], tuple[vw.Example, Any]] = {}
         self.cache_limit = 100_000
         self.shared_cache_limit = 10_000
+        # Entries are as large as the taste dicts they key (up to 256 keys each): bound the
+        # total number of taste items held too, not only the entry count.
+        self.shared_cache_items_limit = 200_000
+        self._shared_cache_items = 0
         # Workspace.predict_one re-checks every example's label type on each call (about a third
         # of its cost for 11 examples). Our cached examples come from our own parser, so their
         # label type is right by construction: call the core directly when this version has it.
@@ -530,9 +539,12 @@ class VWPolicy(BasePolicy):
         key = (user.device, user.hour, user.country, user.row, tuple(user.taste.items()))
         hit = self._shared_cache.get(key)
         if hit is None:
-            if len(self._shared_cache) >= self.shared_cache_limit:
+            if (len(self._shared_cache) >= self.shared_cache_limit
+                    or self._shared_cache_items + len(user.taste) > self.shared_cache_items_limit):
                 self._shared_cache.clear()
+                self._shared_cache_items = 0
             hit = self._shared_cache[key] = self._parse(shared_line(user))
+            self._shared_cache_items += len(user.taste) + 1
         return hit
 
     def _distribution(self, user: UserContext, title_id: str, allowed: list[Candidate]) -> list[float]:

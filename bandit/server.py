@@ -10,6 +10,8 @@ Run it: `artwork --store catalog.db serve --port 8000` or `python -m bandit.serv
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import gc
 import hmac
 import socket
@@ -18,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
@@ -54,6 +57,9 @@ class ServeConfig:
     api_key: str | None = None  # when set, every POST/DELETE needs header X-API-Key
     max_body_bytes: int = 1_000_000  # larger bodies get 413 before they are read
     log_level: str = "warning"
+    read_timeout: float = 30.0  # seconds to send a whole request (line, headers, body); see _read_timeout_protocol
+    keep_alive: float = 5.0  # idle seconds between requests on a kept-alive connection
+    max_connections: int = 512  # open connections + running requests before new requests get 503
     engine: EngineConfig = field(default_factory=EngineConfig)
 
 
@@ -108,6 +114,10 @@ class ChooseRequest(_In):
     titles: list[Id] = Field(..., min_length=1, description="title ids (at most max_titles)")
     exclude: list[Id] = Field(default_factory=list, max_length=MAX_EXCLUDE,
                               description=f"artwork ids never to show in this request (at most {MAX_EXCLUDE})")
+    activate: StrictBool = Field(
+        True, description="false: deferred activation. The decisions are logged inactive (no feedback window, "
+                          "never closed at reward 0 nor learned) until POST /v1/events/{event_id}/activate or their "
+                          "first feedback; a repeat of an inactive decision on a page chosen with true activates it")
 
 
 class TitleResult(BaseModel):
@@ -121,6 +131,7 @@ class TitleResult(BaseModel):
     policy: Optional[str] = None
     policy_version: Optional[int] = None
     repeat: bool = False
+    active: bool = Field(True, description="false (only then present): logged inactive, activate it when rendered")
     error: Optional[str] = Field(None, description="unknown_title | no_candidates | policy_error")
     message: Optional[str] = None
 
@@ -149,14 +160,35 @@ class FeedbackBatchIn(_In):
 
 class FeedbackOut(BaseModel):
     """What the post did: joined; late (the window had closed at reward 0: this positive reward was
-    recorded and learned as a correction); duplicate (nothing changed); not_found; or expired (the
-    window closed and the post carried no positive reward: nothing changed)."""
+    recorded and learned as a correction); upgraded (a stronger outcome for an event that had its
+    feedback: click -> play, click:false -> click:true, reward 0 -> positive; a raised reward is
+    learned as a correction); duplicate (the same or a weaker outcome: nothing changed); conflict
+    (409: a positive reward contradicting the one on record, both given: nothing changed);
+    not_found; or expired (the window closed and the post carried no positive reward: nothing changed)."""
 
     event_id: str
     status: str
     changed: bool
     reward: Optional[float] = None
     message: str = ""
+    recorded: Optional[float] = Field(None, description="conflict only: the reward on record")
+    posted: Optional[float] = Field(None, description="conflict only: the refused reward")
+
+
+class ConflictOut(FeedbackOut):
+    """409 body: the event already has a different positive reward; nothing changed."""
+
+    error: str = "conflict"
+
+
+class ActivateOut(BaseModel):
+    """activated (the window starts now) or already_active (nothing changed: idempotent)."""
+
+    event_id: str
+    status: str
+    changed: bool
+    decision_status: str = Field(..., description="open | joined | closed")
+    deadline: float = Field(..., description="end of the feedback window (unix seconds)")
 
 
 class FeedbackBatchOut(BaseModel):
@@ -283,7 +315,12 @@ class _JsonRoute(APIRoute):
                                else "is not valid UTF-8 JSON")
                         raise RequestValidationError([{"loc": ("body",), "msg": f"JSON body {why}",
                                                        "type": "json_invalid"}]) from None
-            return await handler(request)
+            response = await handler(request)
+            if (response.status_code < 400 and request.method in ("POST", "DELETE")
+                    and request.url.path != "/v1/policy/distribution"):
+                # A write went through: the store that failed before (disk full...) works again.
+                getattr(request.app.state, "store_fault", {}).clear()
+            return response
 
         return parse_first
 
@@ -371,6 +408,27 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
         return JSONResponse({"error": "not_found", "detail": str(exc)}, status_code=404)
 
+    # Disk full, I/O error, a locked or corrupt file: the request is refused with 503 and the error
+    # envelope (never a 500 with a plain body), and /health says which store failed until a write
+    # succeeds again. Designer controls write the catalog; everything else writes the event log.
+    app.state.store_fault = {}
+
+    @app.exception_handler(sqlite3.Error)
+    async def _store_error(request: Request, exc: sqlite3.Error) -> JSONResponse:
+        designer = request.url.path.rsplit("/", 1)[-1] in ("pin", "disable", "enable")
+        e = state.get("engine")
+        store = str(config.store if designer or e is None else e.events_path)
+        # SQLite rolls a transaction back by itself on SQLITE_FULL / SQLITE_IOERR, so the caller's own
+        # ROLLBACK then fails with "no transaction is active": report the error underneath it.
+        cause: BaseException = exc
+        while isinstance(cause.__context__, sqlite3.Error):
+            cause = cause.__context__
+        why = _safe(cause)
+        log.error("store %s failed on %s %s: %s", store, request.method, request.url.path, why)
+        app.state.store_fault.update(store=store, error=why, since=time.time())
+        return JSONResponse({"error": "store_unavailable", "detail": f"{store}: {why}"}, status_code=503,
+                            headers={"Retry-After": "30"})
+
     @app.exception_handler(_Unauthorized)
     async def _unauth(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": "unauthorized", "detail": _UNAUTHORIZED},
@@ -385,7 +443,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     @app.post("/v1/choose", response_model=ChooseResponse, dependencies=writes, tags=["decisions"])
     def choose(body: ChooseRequest) -> Response:
         """Choose an artwork per title; each decision is logged before the response is sent."""
-        results = eng().choose(_user(body), body.titles, body.exclude)
+        results = eng().choose(_user(body), body.titles, body.exclude, activate=body.activate)
         # Serialised by hand: FastAPI's response_model validation + jsonable_encoder cost more
         # than the 40 decisions themselves. response_model stays for the OpenAPI schema.
         return _json({"user_id": body.user_id, "results": [r.to_dict() for r in results]})
@@ -396,21 +454,34 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return {"user_id": body.user_id, "titles": eng().distribution(_user(body), body.titles, body.exclude)}
 
     def _outcome_response(o: FeedbackOutcome) -> Response:
-        # A late click is a success (200, changed): it was stored and learned.
+        # A late click or an upgrade is a success (200, changed): it was stored and learned.
+        if o.status == "conflict":
+            return _json({"error": "conflict", **o.to_dict()}, 409)
         return _json(o.to_dict(), 404 if o.status in ("not_found", "expired") else 200)
 
     @app.post("/v1/feedback", response_model=FeedbackOut, dependencies=writes, tags=["feedback"],
-              responses={404: {"description": "unknown event, or window closed and no positive reward (expired)"}})
+              responses={404: {"description": "unknown event, or window closed and no positive reward (expired)"},
+                         409: {"model": ConflictOut,
+                               "description": "a positive reward contradicting the one on record (both given)"}})
     def feedback(body: FeedbackIn) -> Response:
         """Join an outcome to its decision; a positive reward after the window closed is learned as a
-        correction (status late); a repeat post changes nothing and says so (status duplicate)."""
+        correction (status late); a stronger outcome later raises the reward (status upgraded); the
+        same or a weaker one changes nothing (status duplicate); a contradicting reward is a 409."""
         return _outcome_response(eng().feedback(body.event_id, reward=body.reward, click=body.click, play=body.play))
 
     @app.post("/v1/feedback/batch", response_model=FeedbackBatchOut, dependencies=writes, tags=["feedback"])
     def feedback_batch(body: FeedbackBatchIn) -> Response:
-        """Many outcomes; each result has its own status (joined / late / duplicate / not_found / expired)."""
+        """Many outcomes; each result has its own status (joined / late / upgraded / duplicate / conflict /
+        not_found / expired); the batch itself answers 200."""
         out = eng().feedback_many([e.model_dump() for e in body.events])
         return _json({"results": [o.to_dict() for o in out]})
+
+    @app.post("/v1/events/{event_id}/activate", response_model=ActivateOut, dependencies=writes, tags=["decisions"],
+              responses={404: {"description": "unknown event id"}})
+    def activate(event_id: str) -> Response:
+        """Deferred activation: the decision (chosen with activate=false) was rendered; its feedback
+        window starts now. Idempotent: an active decision answers already_active and keeps its window."""
+        return _json(eng().activate(event_id))
 
     @app.get("/v1/titles/{title_id}/artworks", tags=["catalog"])
     def title_artworks(title_id: str) -> dict[str, Any]:
@@ -460,16 +531,26 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         to post feedback for the user). 404 for a user with none."""
         return eng().user_session(user_id)
 
-    @app.get("/health", tags=["ops"])
-    def health() -> dict[str, Any]:
-        """Liveness, policy version, encoder, catalog size."""
-        return eng().health()
+    def _health() -> tuple[dict[str, Any], int]:
+        out = eng().health()
+        fault = dict(app.state.store_fault)
+        if fault:  # the last write failed: degraded (503) until a write succeeds again
+            out.update(status="degraded", failing_store=fault["store"], error=fault["error"],
+                       failing_since=fault["since"])
+            return out, 503
+        return out, 200
+
+    @app.get("/health", tags=["ops"], responses={503: {"description": "degraded: the last write to a store failed"}})
+    def health() -> Response:
+        """Liveness, policy version, encoder, catalog size; 503 with status degraded and the failing
+        store while writes fail (disk full, I/O error), until a write succeeds again."""
+        out, code = _health()
+        return _json(out, code)
 
     @app.head("/health", include_in_schema=False)
     def health_head() -> Response:
         """Liveness for probes that send HEAD."""
-        eng().health()
-        return Response(status_code=200, media_type="application/json")
+        return Response(status_code=_health()[1], media_type="application/json")
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"])
     def metrics() -> PlainTextResponse:
@@ -483,13 +564,96 @@ class _Unauthorized(Exception):
     pass
 
 
+# -- one learner per store, slow clients ------------------------------------------------------------
+
+
+class StoreLocked(Exception):
+    """Another process serves this store."""
+
+
+def lock_store(events_path: str | os.PathLike[str]) -> int:
+    """Take the store's exclusive lock (flock on EVENTS.lock, mode 0600) and write our pid in it.
+
+    Returns the open descriptor: the lock lasts as long as it stays open (the process's lifetime;
+    the kernel drops it when the process dies, even by SIGKILL, so a stale file never blocks).
+    Raises StoreLocked naming the holder's pid when another process has it.
+    """
+    path = f"{events_path}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise StoreLocked(f"already served by pid {holder} (lock file {path})") from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _read_timeout_protocol(read_timeout: float) -> type:
+    """uvicorn's httptools protocol with a deadline for reading each request.
+
+    uvicorn (0.54) times out only idle kept-alive connections *after* a response; a client that
+    opens a connection and sends nothing, or a partial request line or headers, or a body byte a
+    minute, holds the connection forever. Here a connection must send a whole request (request
+    line, headers and body) within `read_timeout` seconds of connecting or of starting that
+    request, else it is closed. The clock stops once the request is read: slow handlers and slow
+    response reads are not affected. Falls back to uvicorn's default protocol without httptools.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
+        log.warning("httptools is not installed: requests have no read deadline")
+        return None  # type: ignore[return-value]
+
+    class ReadTimeoutProtocol(HttpToolsProtocol):  # type: ignore[misc, valid-type]
+        _read_timer: Any = None
+
+        def _arm(self) -> None:
+            if self._read_timer is None:
+                self._read_timer = self.loop.call_later(read_timeout, self._read_timed_out)
+
+        def _disarm(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+
+        def _read_timed_out(self) -> None:
+            self._read_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            super().on_message_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return ReadTimeoutProtocol
+
+
 # -- command line ----------------------------------------------------------------------------------
 
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--api-key", envvar="ARTWORK_API_KEY", default=None, help="require X-API-Key on writes [$ARTWORK_API_KEY]")
+@click.option("--api-key", envvar="ARTWORK_API_KEY", default=None,
+              help="require X-API-Key on writes and session reads; prefer setting $ARTWORK_API_KEY (a key "
+                   "on the command line is visible to every user in `ps`)")
 @click.option("--events", default=None, help="event log path [default: STORE.events.db]")
 @click.option("--snapshot-dir", default=None, help="policy snapshots [default: STORE.snapshots/]")
 @click.option("--policy", type=click.Choice(POLICY_KINDS), default=POLICY_KINDS[0], show_default=True,
@@ -500,11 +664,22 @@ class _Unauthorized(Exception):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--max-titles", default=200, show_default=True, type=int)
 @click.option("--max-body-bytes", default=1_000_000, show_default=True, type=int)
+@click.option("--read-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="seconds a connection has to send a whole request (line, headers, body), from connecting "
+                   "or from its first byte; then it is closed")
+@click.option("--keep-alive", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="seconds an idle kept-alive connection stays open between requests")
+@click.option("--max-connections", default=512, show_default=True, type=click.IntRange(min=1),
+              help="open connections + running requests; beyond it new requests get 503")
 @click.option("--session-ttl", default=86400.0, show_default=True, type=float, help="seconds")
 @click.option("--feedback-window", default=1800.0, show_default=True, type=float, help="seconds")
 @click.option("--snapshot-interval", default=60.0, show_default=True, type=float, help="seconds")
 @click.option("--close-interval", default=1.0, show_default=True, type=float, help="seconds")
 @click.option("--reward-range", nargs=2, type=float, default=(0.0, 1.0), show_default=True)
+@click.option("--click-reward", default=1.0, show_default=True, type=float,
+              help="reward of {click: true} (within --reward-range)")
+@click.option("--play-reward", default=1.0, show_default=True, type=float,
+              help="reward of {play: true} (within --reward-range); an event's reward is the highest weight of its flags")
 @click.option("--explore-share", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="share of pages served uniformly at random, for replay evaluation")
 @click.option("--durable", is_flag=True, help="fsync every commit (survive power loss, slower)")
@@ -512,9 +687,9 @@ class _Unauthorized(Exception):
 @click.pass_context
 def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None, events: str | None,
                   snapshot_dir: str | None, policy: str, exploration: str, seed: int, max_titles: int,
-                  max_body_bytes: int, session_ttl: float, feedback_window: float, snapshot_interval: float,
+                  max_body_bytes: int, read_timeout: float, keep_alive: float, max_connections: int, session_ttl: float, feedback_window: float, snapshot_interval: float,
                   close_interval: float, reward_range: tuple[float, float], explore_share: float, durable: bool,
-                  log_level: str) -> None:
+                  log_level: str, click_reward: float = 1.0, play_reward: float = 1.0) -> None:
     """Serve the decision API over HTTP (uvicorn; OpenAPI at /docs and /openapi.json)."""
     import uvicorn
 
@@ -528,19 +703,34 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
                                max_titles=max_titles, session_ttl_s=session_ttl, feedback_window_s=feedback_window,
                                snapshot_interval_s=snapshot_interval, close_interval_s=close_interval,
                                reward_min=reward_range[0], reward_max=reward_range[1], explore_share=explore_share,
-                               durable=durable)
+                               durable=durable, click_reward=click_reward, play_reward=play_reward)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     cfg = ServeConfig(store=store, host=host, port=port, api_key=api_key, max_body_bytes=max_body_bytes,
-                      log_level=log_level, engine=eng_cfg)
+                      log_level=log_level, read_timeout=read_timeout, keep_alive=keep_alive,
+                      max_connections=max_connections, engine=eng_cfg)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # One learner per store: a second server would log decisions the first never learns from.
+    events_path = events or f"{store}.events.db"
+    try:
+        lock_fd = lock_store(events_path)  # held (open) until the process exits
+    except StoreLocked as e:
+        raise click.ClickException(f"store {store} is {e}") from None
+    except OSError as e:
+        raise click.ClickException(f"cannot lock {events_path}.lock: {e}") from None
     try:  # open the stores and build the policy now: a bad file is one clear line, not a traceback
         engine = Engine(store, eng_cfg)
     except (StoreError, sqlite3.DatabaseError, ValueError) as e:
         raise click.ClickException(f"cannot serve {store}: {e}") from None
+    if not api_key:
+        click.echo("warning: no API key (--api-key or $ARTWORK_API_KEY): anyone who can reach this port can "
+                   "post choices, feedback and designer changes", err=True)
     click.echo(f"serving {store} on http://{host}:{port} (docs at /docs)", err=True)
+    http = _read_timeout_protocol(read_timeout) or "auto"
     uvicorn.run(create_app(cfg, engine), host=host, port=port, log_level=log_level, access_log=False,
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, http=http, timeout_keep_alive=keep_alive,
+                limit_concurrency=max_connections)
+    os.close(lock_fd)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -298,3 +298,18 @@ def test_deeply_nested_json_is_422(server, client) -> None:
     r = client.post("/v1/choose", content=b'{"user_id": "\xff"}', headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
     assert decisions(server) == before
+
+
+def test_warm_start_skips_rows_it_cannot_learn():
+    """A poisoned logged row (here a surrogate taste key) is skipped and named, not a traceback."""
+    from bandit.decisions import DecisionRecord
+    from bandit.registry import make_policy
+
+    good = DecisionRecord("e1", 0.0, "u1", "t1", {"user_id": "u1", "taste": {"genre:crime": 0.5}},
+                          ["a1", "a2"], [{"mood:dark": 0.3}, {"mood:dark": 0.7}], "a1", 0.5, "uniform", 0, 1.0)
+    bad = DecisionRecord("e2", 0.0, "u2", "t1", {"user_id": "u2", "taste": {"\ud800": 0.5}},
+                         ["a1", "a2"], [{"mood:dark": 0.3}, {"mood:dark": 0.7}], "a2", 0.5, "uniform", 0, 0.0)
+    for kind in ("vw", "bayes", "thompson"):
+        pol = make_policy(kind, seed=0)
+        assert pol.learn_many([good, bad, good]) == 2
+        assert [eid for eid, _ in pol.skipped] == ["e2"] and pol.version == 2
