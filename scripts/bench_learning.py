@@ -59,7 +59,7 @@ def t95(df: int) -> float:
 
 def mean_ci(values: list[float]) -> tuple[float, float, float]:
     """Mean and 95% t-interval of a few per-seed values."""
-    x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)  # None: from JSON
     if x.size == 0:
         return math.nan, math.nan, math.nan
     m = float(x.mean())
@@ -154,31 +154,38 @@ def format_table(table: dict[str, Any], policies: list[str], baseline: str) -> s
     return "\n".join(lines)
 
 
-def plot(table: dict[str, Any], policies: list[str], path: Path) -> None:
-    """Grouped bars: gap closed per world and policy, with 95% intervals over seeds."""
+def plot(table: dict[str, Any], policies: list[str], baseline: str, path: Path) -> None:
+    """Two panels per world: gap closed, and the paired difference vs the baseline (95% intervals)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     worlds = list(table)
-    fig = Figure(figsize=(max(8.0, 0.9 * len(worlds) * len(policies) / 2), 5.0), dpi=100)
+    nan3 = (math.nan,) * 3
+    fig = Figure(figsize=(max(10.0, 0.9 * len(worlds) * len(policies) / 2), 8.0), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / max(1, len(policies))
     x = np.arange(len(worlds))
-    for i, p in enumerate(policies):
-        m = np.array([table[w]["policies"].get(p, {}).get("gap_closed", (math.nan,) * 3)[0] for w in worlds])
-        lo = np.array([table[w]["policies"].get(p, {}).get("gap_closed", (math.nan,) * 3)[1] for w in worlds])
-        hi = np.array([table[w]["policies"].get(p, {}).get("gap_closed", (math.nan,) * 3)[2] for w in worlds])
-        err = np.vstack([np.nan_to_num(m - lo), np.nan_to_num(hi - m)])
-        ax.bar(x + (i - (len(policies) - 1) / 2) * width, m, width, yerr=err, capsize=2, label=p)
-    ax.axhline(0.0, color="grey", linewidth=1.0)
-    ax.axhline(0.5, color="black", linestyle=":", linewidth=1.0, label="50% of the gap")
-    ax.set_xticks(x, [w + ("" if table[w]["signal"] else "\n(no signal)") for w in worlds], fontsize="small")
-    ax.set_ylabel("gap closed: (policy - best fixed) / (oracle - best fixed)")
-    ax.set_ylim(bottom=max(-2.0, ax.get_ylim()[0]))
-    ax.set_title("Last 20% of pages, mean over seeds with 95% intervals")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small")
+    width = 0.8 / max(1, len(policies))
+    panels = [("gap_closed", policies, "gap closed:\n(policy - best fixed) / (oracle - best fixed)"),
+              ("vs_" + baseline, [p for p in policies if p != baseline],
+               f"expected click rate minus {baseline}'s\n(paired, same users and coin flips)")]
+    for k, (key, pols, label) in enumerate(panels):
+        ax = fig.add_subplot(2, 1, k + 1)
+        for i, p in enumerate(pols):
+            vals = [table[w]["policies"].get(p, {}).get(key, nan3) for w in worlds]
+            m = np.array([v[0] for v in vals], dtype=float)
+            err = np.vstack([np.nan_to_num(m - np.array([v[1] for v in vals], dtype=float)),
+                             np.nan_to_num(np.array([v[2] for v in vals], dtype=float) - m)])
+            ax.bar(x + (i - (len(pols) - 1) / 2) * width, m, width, yerr=err, capsize=2, label=p,
+                   color=f"C{policies.index(p)}")
+        ax.axhline(0.0, color="grey", linewidth=1.0)
+        if key == "gap_closed":
+            ax.axhline(0.5, color="black", linestyle=":", linewidth=1.0, label="50% of the gap")
+            ax.set_ylim(bottom=max(-1.5, ax.get_ylim()[0]))
+            ax.set_title("Last 20% of pages, mean over seeds with 95% intervals (no bar: oracle = best fixed)")
+        ax.set_xticks(x, [w + ("" if table[w]["signal"] else "\n(no signal)") for w in worlds], fontsize="small")
+        ax.set_ylabel(label, fontsize="small")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize="small", loc="lower left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
@@ -208,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench-results/bench_learning.json")
     ap.add_argument("--png", default=None, help="default: next to --out")
     ap.add_argument("--quick", action="store_true", help="3 seeds x 1,500 pages")
+    ap.add_argument("--replot", metavar="JSON", help="no runs: rebuild table, goals and PNG from an earlier --out")
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.pages = 3, 1500
@@ -223,6 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         policies.append(args.baseline)
     out = Path(args.out)
     png = Path(args.png) if args.png else out.with_suffix(".png")
+    if args.replot:
+        old = json.loads(Path(args.replot).read_text())
+        policies, runs = old["policies"], old["runs"]
+        table = aggregate(runs, policies, args.baseline)
+        print(format_table(table, policies, args.baseline))
+        plot(table, policies, args.baseline, png)
+        print(f"wrote {png}")
+        return 0 if goals_of(table, policies[0], args.baseline)["all_met"] else 1
     tasks = [(w, p, s, args.pages, args.window) for w in worlds for s in range(args.seeds) for p in policies]
     t0 = time.perf_counter()
     runs: list[dict[str, Any]] = []
@@ -244,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         flags = [f"{k}: {'PASS' if v else 'FAIL'}" for k, v in g.items() if v is not None]
         print(f"  {w:11s} {'  '.join(flags)}")
     print(f"GOALS for {policies[0]}: {'ALL MET' if goals['all_met'] else 'NOT MET'}")
-    plot(table, policies, png)
+    plot(table, policies, args.baseline, png)
     report = {"config": vars(args), "worlds": worlds, "policies": policies, "table": table, "goals": goals,
               "runs": runs, "seconds": time.perf_counter() - t0}
     out.parent.mkdir(parents=True, exist_ok=True)
