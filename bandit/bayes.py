@@ -84,7 +84,7 @@ class BayesConfig:
     gate_shift: float = 0.0  # the z a residual must reach to get half weight
     gate_clip: float = 20.0  # largest inverse propensity in that evidence
     bits: int = 18  # hash table size per group (2**bits weights)
-    max_user_keys: int = 1024  # distinct user feature keys the residual tracks (later ones are ignored)
+    max_user_keys: int = 512  # distinct user feature keys the residual learns (later ones are ignored)
     seed: int = 0
     name: str | None = None
 
@@ -240,25 +240,34 @@ class BayesPolicy(BasePolicy):
         key = (user.device, user.hour, user.country, user.row, tuple(user.taste.items()))
         hit = self._user_cache.get(key)
         if hit is None:
-            feats = [(k, v) for k, v in user_features(user) if self._user_slot(k) is not None]
+            feats = [(k, v) for k, v in user_features(user) if k in self._user_keys]
             # Bounded by entries and by the taste items they hold (a taste has up to 256 keys).
             if len(self._user_cache) >= self.cache_limit or self._user_cache_items > 20 * self.cache_limit:
                 self._user_cache.clear()
                 self._user_cache_items = 0
             self._user_cache_items += len(user.taste) + 1
             hit = self._user_cache[key] = (
-                np.array([self._user_slot(k) for k, _ in feats], dtype=np.intp),
+                np.array([self._user_keys[k] for k, _ in feats], dtype=np.intp),
                 np.array([v for _, v in feats], dtype=float),
             )
         return hit
 
-    def _user_slot(self, key: str) -> int | None:
-        slot = self._user_keys.get(key)
-        if slot is None and len(self._user_keys) < self.config.max_user_keys:
-            slot = self._user_keys[key] = len(self._user_keys)
-            self._user_hash = np.append(self._user_hash, np.uint64(self._key(key)))
-            self.user_mean = np.append(self.user_mean, 0.0)
-        return slot
+    def _admit(self, user: UserContext) -> None:
+        """Give the user's feature keys a slot, when learning from them (never when only serving).
+
+        A key nobody has learned from has no weights yet, so serving may ignore it; admitting keys
+        only here keeps requests from growing the table (and every title's index cache with it).
+        """
+        fresh = False
+        for k, _v in user_features(user):
+            if k not in self._user_keys and len(self._user_keys) < self.config.max_user_keys:
+                self._user_keys[k] = len(self._user_keys)
+                self._user_hash = np.append(self._user_hash, np.uint64(self._key(k)))
+                self.user_mean = np.append(self.user_mean, 0.0)
+                fresh = True
+        if fresh:  # cached users were resolved without the new keys
+            self._user_cache.clear()
+            self._user_cache_items = 0
 
     def _centred(self, user: UserContext) -> tuple[np.ndarray, np.ndarray]:
         """(key hashes, values) of the user's features minus the average learned-from user.
@@ -418,6 +427,7 @@ class BayesPolicy(BasePolicy):
         idx = _check_learn_args(title_id, candidates, chosen, probability, reward)
         r = min(max(float(reward), 0.0), 1.0)
         with self._lock:
+            self._admit(user)
             d = self._design(user, title_id, candidates)
             u, v = d["u"], d["v"][idx]
             off, off_var = self._offsets(title_id, [chosen])
@@ -541,7 +551,8 @@ class BayesPolicy(BasePolicy):
         pol.totals = [float(x) for x in meta["totals"]]
         pol.evidence = [float(x) for x in meta["evidence"]]
         for k in meta["user_keys"]:
-            pol._user_slot(k)
+            pol._user_keys[k] = len(pol._user_keys)
+        pol._user_hash = np.array([pol._key(k) for k in pol._user_keys], dtype=np.uint64)
         pol.user_mean = np.array(meta["user_mean"], dtype=float)
         pol.users_seen = float(meta["users_seen"])
         pol.name = meta["name"]

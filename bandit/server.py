@@ -353,6 +353,41 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ContainErrorsMiddleware:
+    """An unexpected exception becomes a 500 with the JSON error envelope, and stops here.
+
+    Left to Starlette's outer error middleware, the exception is re-raised after the plain-text
+    500 is sent, and uvicorn then drops the keep-alive connection: a client library would see a
+    reset rather than an answer. The traceback goes to the server log, never into the body.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:  # noqa: BLE001 - the point: nothing unexpected escapes to the client
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if started:  # too late for a clean answer: let the server close the connection
+                raise
+            body = json.dumps({"error": "internal", "detail": "internal server error (see the server log)"}).encode()
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+
 def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     """The FastAPI app; the engine starts in the lifespan and is closed (snapshotted) on shutdown."""
     state: dict[str, Engine] = {}
@@ -382,6 +417,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     app.router.route_class = _JsonRoute
+    app.add_middleware(ContainErrorsMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
     if config.api_key is not None:  # outermost: the key is checked before the body is even looked at
         app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)

@@ -313,3 +313,24 @@ def test_warm_start_skips_rows_it_cannot_learn():
         pol = make_policy(kind, seed=0)
         assert pol.learn_many([good, bad, good]) == 2
         assert [eid for eid, _ in pol.skipped] == ["e2"] and pol.version == 2
+
+
+def test_policy_caches_are_bounded_by_the_taste_items_they_hold():
+    """Distinct users with large tastes cannot grow a policy's example cache without bound."""
+    from bandit.bayes import BayesPolicy
+    from bandit.features import Candidate, UserContext
+    from bandit.policy import VWPolicy
+
+    cands = [Candidate("a1", {"mood:dark": 0.3}), Candidate("a2", {"mood:dark": 0.7})]
+    vw, bayes = VWPolicy(), BayesPolicy()
+    vw.shared_cache_items_limit = 1000
+    bayes.cache_limit = 50  # items bound: 20 x 50 = 1000
+    peak_vw = peak_bayes = 0
+    for i in range(60):
+        user = UserContext(f"u{i}", taste={f"genre:g{i}-{k}": 0.5 for k in range(200)})
+        vw.distribution(user, "t1", cands)
+        bayes.distribution(user, "t1", cands)
+        peak_vw = max(peak_vw, sum(len(k[4]) + 1 for k in vw._shared_cache))
+        peak_bayes = max(peak_bayes, sum(len(k[4]) + 1 for k in bayes._user_cache))
+    assert 0 < peak_vw <= 1000
+    assert 0 < peak_bayes <= 1000 + 201

@@ -7,6 +7,7 @@ Real processes, real sockets, real SQLite (disk full is SQLite's own SQLITE_FULL
 from __future__ import annotations
 
 import os
+import json
 import socket
 import sqlite3
 import stat
@@ -278,3 +279,36 @@ def test_frames_on_a_flat_video_exits_1_and_says_why(tmp_path: Path) -> None:
     assert "no frames added from flat.mp4" in out, out
     assert "sampled frames were rejected" in out and "flat" in out, out
     assert "Traceback" not in res.output
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 response with a content-length body; fails if the server closes the socket."""
+    data = b""
+    while True:
+        if b"\r\n\r\n" in data:
+            head, body = data.split(b"\r\n\r\n", 1)
+            length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+            if len(body) >= length:
+                return data
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the keep-alive connection"
+        data += chunk
+
+
+def test_an_unexpected_error_is_a_json_500_and_the_connection_stays_open(store: Path, monkeypatch) -> None:
+    """Two requests on one keep-alive socket: both get the JSON envelope, no traceback, no reset."""
+    with InProcessServer(store) as srv:
+        def boom() -> str:
+            raise RuntimeError("secret internal detail")
+
+        monkeypatch.setattr(srv.engine, "metrics_text", boom)
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            replies = []
+            for _ in range(2):
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+                replies.append(read_response(sock))
+        for r in replies:
+            head, body = r.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 500")
+            assert json.loads(body)["error"] == "internal"
+            assert b"Traceback" not in body and b"secret internal detail" not in body
