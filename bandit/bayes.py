@@ -488,9 +488,10 @@ class BayesPolicy(BasePolicy):
         old_reward: float,
         new_reward: float,
     ) -> None:
-        """A reward corrected after it was learned (a late click): move the counts exactly.
+        """A reward corrected after it was learned (a late click, click -> play): move the counts exactly.
 
-        The residual saw the old outcome; it gets the new one as one more observation.
+        The residual keeps what it learned from the old outcome (an ADF update cannot be taken
+        back, and one outcome moves it little); the counts, which carry the artwork's rate, do not.
         """
         _check_learn_args(title_id, candidates, chosen, probability, new_reward)
         delta = min(max(float(new_reward), 0.0), 1.0) - min(max(float(old_reward), 0.0), 1.0)
