@@ -22,8 +22,10 @@ outcome by assumed density filtering on the probit likelihood with the offset as
 baseline (as in Graepel et al. 2010, "Web-scale Bayesian click-through rate prediction"). User and
 artwork feature vectors are normalised per block, so each group's prior variance is the share of
 the score it may explain a priori: personal terms start small and grow only through evidence.
-Counts decay a little on every update of their title, so a title whose best image changes is
-re-explored.
+With `forget` > 0 (off by default: a fixed rate cost more in stationary worlds than it gained
+where appeal drifts), counts decay on every update of their title, so a changed title is
+re-explored. User features are centred on the average learned-from user, and the residual enters
+the scores only as far as it has out-earned the counts off-policy (`gate_weight`).
 
 Choosing: Thompson sampling. The candidates' scores are jointly Gaussian (shared weights make
 them correlated), so P(candidate k has the highest sampled score) is estimated from a fixed,
