@@ -12,8 +12,8 @@ engine the way an outside audience would:
    posted with ``POST /v1/feedback/batch`` once the world's feedback delay has passed (silence
    becomes reward 0 when the service's feedback window closes, as in production).
 
-Common random numbers with `run_world`: the visit, click and delay streams are seeded exactly as
-there (``[seed, 0x7151]``, ``[seed, 0xC11C]``, ``[seed, 0xDE1A]``), one click uniform per title
+Common random numbers with `run_world`: the visit, click and delay streams are the same
+(`bandit.worlds.world_streams`), one click uniform per title
 slot of a page and one delay draw per title slot. So for one seed the HTTP run and an in-process
 run see the same users, pages and coin flips, and `HttpWorldRun` (a `WorldRun`) gives the same
 `summary()` fields.
@@ -51,15 +51,13 @@ from artwork.encoder import Encoder
 from artwork.ingest import Ingestor
 from artwork.store import Catalog
 from bandit.features import Candidate
-from bandit.worlds import World, WorldRun
+from bandit.worlds import ArtworkColumns, World, WorldRun, world_streams
 
 __all__ = ["IMAGE_SIDE", "HttpWorldRun", "artwork_image", "catalog_for_world", "drive_world"]
 
 IMAGE_SIDE = 96  # px; above the upload minimum (64)
 FEEDBACK_BATCH = 500  # events per POST /v1/feedback/batch (the service's default limit is 1000)
 
-# The streams of `bandit.worlds.run_world` (keep in step with it: tests compare the two loops).
-_VISIT_STREAM, _CLICK_STREAM, _DELAY_STREAM = 0x7151, 0xC11C, 0xDE1A
 
 
 # =============================================================================================
@@ -194,9 +192,7 @@ def drive_world(url: str, world: World, mapping: Mapping[str, Mapping[str, str]]
         if len(inverse[t]) != len(m):
             raise ValueError(f"title {t!r}: two world artworks map to one engine artwork")
     run_tag = run_tag or f"{world.name}-s{seed}-{uuid.uuid4().hex[:8]}"
-    visit_rng = np.random.default_rng([seed, _VISIT_STREAM])
-    click_rng = np.random.default_rng([seed, _CLICK_STREAM])
-    delay_rng = np.random.default_rng([seed, _DELAY_STREAM])
+    visit_rng, click_rng, delay_rng = world_streams(seed)
 
     # Per decision.
     pages: list[int] = []
@@ -210,10 +206,7 @@ def drive_world(url: str, world: World, mapping: Mapping[str, Mapping[str, str]]
     served_by: list[str] = []
     pages_seen: list[tuple[str, list[str]]] = []
     # Columns per title, in order of first appearance (as run_world).
-    title_index: dict[str, int] = {}
-    title_ids: list[str] = []
-    columns: dict[str, list[str]] = {}
-    col_of: dict[str, dict[str, int]] = {}
+    book = ArtworkColumns()
     last_catalog: Mapping[str, list[Candidate]] | None = None
     info: dict[str, tuple[dict[str, int], np.ndarray]] = {}
     exclude: list[str] = []
@@ -277,16 +270,7 @@ def drive_world(url: str, world: World, mapping: Mapping[str, Mapping[str, str]]
                 entry = info.get(t)
                 if entry is None:
                     cands = cat[t]
-                    if t not in title_index:
-                        title_index[t] = len(title_ids)
-                        title_ids.append(t)
-                        columns[t], col_of[t] = [], {}
-                    for c in cands:
-                        if c.artwork_id not in col_of[t]:
-                            col_of[t][c.artwork_id] = len(columns[t])
-                            columns[t].append(c.artwork_id)
-                    entry = info[t] = ({c.artwork_id: k for k, c in enumerate(cands)},
-                                       np.array([col_of[t][c.artwork_id] for c in cands], dtype=np.int64))
+                    entry = info[t] = ({c.artwork_id: k for k, c in enumerate(cands)}, book.of(t, cands))
                 idx, cols = entry
                 world_id = inverse[t].get(r["artwork_id"])
                 if world_id is None:
@@ -299,7 +283,7 @@ def drive_world(url: str, world: World, mapping: Mapping[str, Mapping[str, str]]
                 p = np.asarray(world.click_probs(page, t, i), dtype=float)
                 reward = 1.0 if u_click[j] < p[k] else 0.0
                 pages.append(i)
-                title_of.append(title_index[t])
+                title_of.append(book.title_index[t])
                 rows.append(j)
                 chosen_col.append(int(cols[k]))
                 propensity.append(float(r["probability"]))
@@ -316,8 +300,7 @@ def drive_world(url: str, world: World, mapping: Mapping[str, Mapping[str, str]]
     seconds = time.perf_counter() - start
 
     n = len(pages)
-    width = max((len(c) for c in columns.values()), default=1)
-    probs = np.full((n, width), np.nan)
+    probs = np.full((n, book.width), np.nan)
     for m, (cols, p) in enumerate(prob_rows):
         probs[m, cols] = p
     return HttpWorldRun(
@@ -332,8 +315,8 @@ def drive_world(url: str, world: World, mapping: Mapping[str, Mapping[str, str]]
         probability=np.array(propensity, dtype=float),
         reward=np.array(rewards, dtype=float),
         probs=probs,
-        title_ids=title_ids,
-        columns=columns,
+        title_ids=book.title_ids,
+        columns=book.columns,
         seconds=seconds,
         run_tag=run_tag,
         event_ids=event_ids,

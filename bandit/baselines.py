@@ -13,7 +13,7 @@ import numpy as np
 from bandit.features import Candidate, UserContext
 from bandit.policy import BasePolicy, PolicyError, _check_learn_args, atomic_write_bytes
 
-__all__ = ["UniformPolicy", "ThompsonPolicy", "FixedPolicy", "load_baseline"]
+__all__ = ["UniformPolicy", "ThompsonPolicy", "FixedPolicy"]  # loading any saved policy: bandit.registry
 
 _FORMAT = 1
 
@@ -194,15 +194,3 @@ class ThompsonPolicy(_JsonPolicy):
         arm[0] = max(arm[0] + new - old, 0.0)
         arm[1] = max(arm[1] + old - new, 0.0)
         self.version += 1
-
-
-_KINDS: dict[str, type[_JsonPolicy]] = {p.kind: p for p in (UniformPolicy, FixedPolicy, ThompsonPolicy)}
-
-
-def load_baseline(path: str | os.PathLike[str]) -> BasePolicy:
-    """Load any baseline saved with `save`, dispatching on its stored kind."""
-    doc = _read_doc(path)
-    cls = _KINDS.get(str(doc.get("kind")))
-    if cls is None:
-        raise PolicyError(f"{path}: unknown baseline kind {doc.get('kind')!r}")
-    return cls._from_doc(doc)

@@ -352,16 +352,21 @@ class BayesPolicy(BasePolicy):
         Cov(scores) = diag(own) + V diag(shared) V^T: offsets and personal weights are each
         candidate's own; shared weights are common to candidates with the same features.
         """
-        mu, var, u, v = self.mean, self.var, d["u"], d["v"]
+        var, u = self.var, d["u"]
         off, off_var = self._offsets(title_id, d["ids"])
         w = self.gate_weight()
-        mean = off + w * (mu["personal"][d["personal"]] @ u + v @ (u @ mu["shared"][d["shared"]]))
+        mean = off + w * self._residual(d)
         k = self.config.residual_draws * w
         if k == 0.0:  # the default: Thompson on the counts, the residual by its mean
             return mean, off_var, np.zeros(0)
         own = off_var + k * (var["personal"][d["personal"]] @ (u * u))
         shared = k * ((u * u) @ var["shared"][d["shared"]])
         return mean, own, shared
+
+    def _residual(self, d: dict[str, Any]) -> np.ndarray:
+        """Posterior mean of each candidate's personal residual (before the guard's weight)."""
+        mu, u = self.mean, d["u"]
+        return mu["personal"][d["personal"]] @ u + d["v"] @ (u @ mu["shared"][d["shared"]])
 
     def gate_weight(self) -> float:
         """How much of the personal residual enters the scores, from what it has earned so far.
@@ -432,13 +437,13 @@ class BayesPolicy(BasePolicy):
             self._admit(user)
             d = self._design(user, title_id, candidates)
             u, v = d["u"], d["v"][idx]
-            off, off_var = self._offsets(title_id, [chosen])
+            off, off_var = self._offsets(title_id, d["ids"])
             active = [("personal", d["personal"][idx], u), ("shared", d["shared"].ravel(), np.outer(u, v).ravel())]
-            m_tot, v_tot = float(off[0]), float(off_var[0])
+            m_tot, v_tot = float(off[idx]), float(off_var[idx])
             for g, ix, x in active:
                 m_tot += float(self.mean[g][ix] @ x)
                 v_tot += float(self.var[g][ix] @ (x * x))
-            self._gather_evidence(d, title_id, idx, probability, r)
+            self._gather_evidence(off, self._residual(d), idx, probability, r)
             grad, hess = _probit_moments(m_tot, v_tot, r, self.config.beta)
             for g, ix, x in active:
                 s2 = self.var[g][ix]
@@ -451,14 +456,11 @@ class BayesPolicy(BasePolicy):
             self.user_mean[pos] += vals / self.users_seen
             self.version += 1
 
-    def _gather_evidence(self, d: dict[str, Any], title_id: str, idx: int, probability: float, r: float) -> None:
-        mu, u, v = self.mean, d["u"], d["v"]
-        off, _ = self._offsets(title_id, d["ids"])
-        residual = mu["personal"][d["personal"]] @ u + v @ (u @ mu["shared"][d["shared"]])
+    def _gather_evidence(self, off: np.ndarray, residual: np.ndarray, idx: int, probability: float, r: float) -> None:
+        """Add one outcome to the guard's evidence (see `gate_weight`)."""
         with_res, without = int(np.argmax(off + residual)), int(np.argmax(off))
+        # Rules that agree, or a shown artwork neither picked, tell the two apart by nothing.
         if with_res == without or idx not in (with_res, without):
-            if with_res != without:  # they disagree, and the shown artwork is neither: both earn 0
-                self.evidence[1] += 0.0
             return
         w = min(1.0 / float(probability), self.config.gate_clip)
         diff = r * w * (1.0 if idx == with_res else -1.0)

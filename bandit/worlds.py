@@ -1057,6 +1057,49 @@ class WorldRun:
         return LearningCurve(self.policy, np.arange(1, k + 1) * window_pages, rate, expected, window_pages)
 
 
+def world_streams(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
+    """The visit, click and delay streams of a run: seeded by ``seed`` alone (common random numbers).
+
+    Every loop that plays a world (in-process here, over HTTP in `bandit.audience`) draws from
+    these, so the same seed sees the same users, pages and coin flips whatever the transport.
+    """
+    seed = int(seed)
+    return (np.random.default_rng([seed, 0x7151]), np.random.default_rng([seed, 0xC11C]),
+            np.random.default_rng([seed, 0xDE1A]))
+
+
+class ArtworkColumns:
+    """Each title's artworks as columns, in order of first appearance (a catalog may grow mid-run).
+
+    A run records every candidate's true click probability by column, so `WorldRun` can find the
+    best single artwork per title in hindsight even when new artworks arrive.
+    """
+
+    def __init__(self) -> None:
+        self.title_index: dict[str, int] = {}
+        self.title_ids: list[str] = []
+        self.columns: dict[str, list[str]] = {}
+        self._col_of: dict[str, dict[str, int]] = {}
+
+    def of(self, title_id: str, candidates: list[Candidate]) -> np.ndarray:
+        """The column of each candidate (new artworks get the next free columns)."""
+        if title_id not in self.title_index:
+            self.title_index[title_id] = len(self.title_ids)
+            self.title_ids.append(title_id)
+            self.columns[title_id], self._col_of[title_id] = [], {}
+        col_of, columns = self._col_of[title_id], self.columns[title_id]
+        for c in candidates:
+            if c.artwork_id not in col_of:
+                col_of[c.artwork_id] = len(columns)
+                columns.append(c.artwork_id)
+        return np.array([col_of[c.artwork_id] for c in candidates], dtype=np.int64)
+
+    @property
+    def width(self) -> int:
+        """The most columns any title has."""
+        return max((len(c) for c in self.columns.values()), default=1)
+
+
 def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: bool = True) -> WorldRun:
     """Play ``policy`` online in ``world`` for ``n_pages`` page views.
 
@@ -1070,9 +1113,7 @@ def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: 
     if n_pages < 1:
         raise ValueError("n_pages must be >= 1")
     seed = int(seed)
-    visit_rng = np.random.default_rng([seed, 0x7151])
-    click_rng = np.random.default_rng([seed, 0xC11C])
-    delay_rng = np.random.default_rng([seed, 0xDE1A])
+    visit_rng, click_rng, delay_rng = world_streams(seed)
     cap = n_pages * MAX_TITLES_PER_PAGE
     pages = np.empty(cap, dtype=np.int64)
     titles = np.empty(cap, dtype=np.int64)
@@ -1082,10 +1123,7 @@ def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: 
     rewards = np.empty(cap)
     width = 16
     probs = np.full((cap, width), np.nan)
-    title_index: dict[str, int] = {}
-    title_ids: list[str] = []
-    columns: dict[str, list[str]] = {}
-    col_of: dict[str, dict[str, int]] = {}
+    book = ArtworkColumns()
     # Per catalog dict: title -> (candidates, artwork id -> index, columns or None when 0..n-1).
     last_catalog: Mapping[str, list[Candidate]] | None = None
     info: dict[str, tuple[list[Candidate], dict[str, int], np.ndarray | None, int]] = {}
@@ -1107,23 +1145,14 @@ def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: 
             entry = info.get(t)
             if entry is None:
                 cands = cat[t]
-                if t not in title_index:
-                    title_index[t] = len(title_ids)
-                    title_ids.append(t)
-                    columns[t], col_of[t] = [], {}
-                cols_t = col_of[t]
-                for c in cands:
-                    if c.artwork_id not in cols_t:
-                        cols_t[c.artwork_id] = len(columns[t])
-                        columns[t].append(c.artwork_id)
-                cols = np.array([cols_t[c.artwork_id] for c in cands], dtype=np.int64)
+                cols = book.of(t, cands)
                 if int(cols.max()) >= width:
                     grow = max(int(cols.max()) + 1, 2 * width)
                     probs = np.concatenate([probs, np.full((cap, grow - width), np.nan)], axis=1)
                     width = grow
                 identity = bool(np.array_equal(cols, np.arange(len(cands))))
                 entry = info[t] = (cands, {c.artwork_id: k for k, c in enumerate(cands)},
-                                   None if identity else cols, title_index[t])
+                                   None if identity else cols, book.title_index[t])
             cands, idx, cols, ti = entry
             user = _with_row(base_user, j)
             d = policy.choose(user, t, cands)
@@ -1154,8 +1183,8 @@ def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: 
         chosen=chosen[:m].copy(),
         probability=propensity[:m].copy(),
         reward=rewards[:m].copy(),
-        probs=probs[:m, : max((len(c) for c in columns.values()), default=1)].copy(),
-        title_ids=title_ids,
-        columns=columns,
+        probs=probs[:m, : book.width].copy(),
+        title_ids=book.title_ids,
+        columns=book.columns,
         seconds=seconds,
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bandit.baselines import FixedPolicy, ThompsonPolicy, UniformPolicy, load_baseline
+from bandit.baselines import FixedPolicy, ThompsonPolicy, UniformPolicy
 from bandit.decisions import new_record
 from bandit.features import Candidate, ContextError, UserContext
 from bandit.policy import (
@@ -341,7 +341,7 @@ def test_baseline_save_load(tmp_path: Path, make: type) -> None:
     path = tmp_path / "p.json"
     pol.save(path)
     loaded = type(pol).load(path)
-    other = load_baseline(path)
+    other = load_policy(path)
     for p in (loaded, other):
         assert type(p) is type(pol) and p.version == pol.version and p.name == pol.name
     assert isinstance(load_policy(path), type(pol))
