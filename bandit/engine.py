@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -28,6 +29,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
 from artwork.records import Artwork
 from artwork.store import Catalog, StoreError
@@ -47,6 +51,7 @@ __all__ = [
     "TitleChoice",
     "FeedbackOutcome",
     "POLICY_KINDS",
+    "prometheus_text",
 ]
 
 log = logging.getLogger("artwork.engine")
@@ -250,6 +255,10 @@ class Engine:
         self.learned_seq = 0
         self._snap_seq: int | None = None
         self._last_snapshot = 0.0
+        # Per engine, never prometheus_client's global REGISTRY: tests and the demo run several
+        # engines (and servers) in one process, and a global registry refuses a second copy.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_EngineCollector(self))
         self.counters: dict[str, int] = {
             "choose_requests": 0, "decisions": 0, "repeats": 0, "title_errors": 0, "feedback_joined": 0,
             "feedback_late": 0, "feedback_duplicate": 0, "feedback_not_found": 0, "feedback_expired": 0,
@@ -744,6 +753,17 @@ class Engine:
         return [self._feedback_one(*c) for c in checked]
 
     # -- catalog views and designer controls ----------------------------------------------------------
+    def titles(self) -> list[dict[str, Any]]:
+        """Every title of the catalog with its artwork counts and pin, ordered by title id."""
+        view = self._refresh()
+        names = {t.title_id: t.name for t in self.catalog.titles()}
+        out = []
+        for tid in sorted(view.titles):
+            tv = view.titles[tid]
+            out.append({"title_id": tid, "name": names.get(tid, tid), "artworks": len(tv.artworks),
+                        "disabled": len(tv.disabled), "pinned": tv.pinned})
+        return out
+
     def title_artworks(self, title_id: str) -> list[dict[str, Any]]:
         """A title's candidates with tags, flags and running stats (impressions, clicks, take rate)."""
         view = self._refresh()
@@ -849,6 +869,7 @@ class Engine:
     def metrics(self) -> dict[str, float]:
         """Counters and gauges (names without the Prometheus prefix)."""
         counts = self.events.counts()
+        view = self._refresh()
         done = counts["joined"] + counts["closed"]
         m: dict[str, float] = {f"{k}_total": float(v) for k, v in self.counters.items()}
         m.update({
@@ -865,42 +886,73 @@ class Engine:
             "learned_seq": self.learned_seq,
             "store_bytes": self.catalog.stats()["file_bytes"],
             "event_log_bytes": self.events.file_bytes(),
+            "catalog_titles": len(view.titles),
+            "catalog_artworks": len(view.artworks),
         })
         return m
 
     def metrics_text(self) -> str:
-        """Prometheus text exposition format."""
-        help_ = {
-            "join_rate": "share of finalized decisions whose feedback arrived within the window",
-            "feedback_late_total": "late clicks (window closed at reward 0) learned as corrections",
-            "feedback_expired_total": "feedback refused: window closed and no positive reward",
-            "log_corrections": "reward corrections in the event log (late clicks and ladder upgrades)",
-            "log_upgrades": "ladder upgrades (a stronger outcome for a finalized decision) in the event log",
-            "feedback_upgraded_total": "feedback that raised an event's outcome (click -> play, false -> true)",
-            "feedback_conflict_total": "feedback refused with 409: a positive reward contradicting the one on record",
-            "decisions_inactive": "decisions logged with activate=false and not activated (no window running)",
-            "activated_total": "inactive decisions activated (endpoint, feedback or an activate=true repeat)",
-            "log_expired_feedback": "feedback refused as expired, all time (event log)",
-            "quarantined_total": "learn events that could not be learned (this process), skipped and recorded",
-            "log_quarantined": "learn events quarantined in the event log, all time (never learned)",
-            "open_windows": "decisions still waiting for feedback",
-            "policy_version": "number of updates the policy has learned",
-            "store_bytes": "catalog size on disk",
-            "event_log_bytes": "event log size on disk",
-        }
-        lines = []
-        for k, v in self.metrics().items():
-            name = f"artwork_{k}"
-            kind = "counter" if k.endswith("_total") else "gauge"
-            lines.append(f"# HELP {name} {help_.get(k, k.replace('_', ' '))}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.append(f"{name} {v:.10g}")
-        enc = (self.catalog.encoder_id or "none").replace("\\", "\\\\").replace('"', '\\"')
-        lines += ["# HELP artwork_encoder_info encoder of the catalog's embeddings", "# TYPE artwork_encoder_info gauge",
-                  f'artwork_encoder_info{{encoder="{enc}"}} 1',
-                  "# HELP artwork_policy_info policy being served", "# TYPE artwork_policy_info gauge",
-                  f'artwork_policy_info{{policy="{self.policy.name}"}} 1']
-        return "\n".join(lines) + "\n"
+        """Prometheus text exposition format (0.0.4) of the engine's counters and gauges."""
+        return prometheus_text(self.registry)
+
+
+_METRIC_HELP = {
+    "decisions_total": "decisions logged (fresh choices; sticky repeats are not counted)",
+    "repeats_total": "sticky repeats served (same artwork and event id within the session TTL)",
+    "feedback_joined_total": "feedback joined to its decision within the window",
+    "join_rate": "share of finalized decisions whose feedback arrived within the window",
+    "feedback_late_total": "late clicks (window closed at reward 0) learned as corrections",
+    "feedback_expired_total": "feedback refused with 410: window closed and no positive reward",
+    "feedback_not_found_total": "feedback for an unknown event id",
+    "log_corrections": "reward corrections in the event log (late clicks and ladder upgrades)",
+    "log_upgrades": "ladder upgrades (a stronger outcome for a finalized decision) in the event log",
+    "feedback_upgraded_total": "feedback that raised an event's outcome (click -> play, false -> true)",
+    "feedback_conflict_total": "feedback refused with 409: a positive reward contradicting the one on record",
+    "decisions_inactive": "decisions logged with activate=false and not activated (no window running)",
+    "activated_total": "inactive decisions activated (endpoint, feedback or an activate=true repeat)",
+    "log_expired_feedback": "feedback refused as expired, all time (event log)",
+    "quarantined_total": "learn events that could not be learned (this process), skipped and recorded",
+    "log_quarantined": "learn events quarantined in the event log, all time (never learned)",
+    "open_windows": "decisions still waiting for feedback",
+    "policy_version": "number of updates the policy has learned",
+    "store_bytes": "catalog size on disk (with its WAL)",
+    "event_log_bytes": "event log size on disk",
+    "catalog_titles": "titles in the catalog",
+    "catalog_artworks": "artworks in the catalog, disabled ones included",
+}
+
+
+class _EngineCollector:
+    """Reads the engine's counters and gauges at scrape time (prometheus_client's custom-collector
+    protocol): the engine keeps owning its numbers, and `Engine.metrics()` stays the one source."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterable[Metric]:
+        eng = self.engine
+        for k, v in eng.metrics().items():
+            name, doc = f"artwork_{k}", _METRIC_HELP.get(k, k.replace("_", " "))
+            yield (CounterMetricFamily if k.endswith("_total") else GaugeMetricFamily)(name, doc, value=v)
+        yield InfoMetricFamily("artwork_encoder", "encoder of the catalog's embeddings",
+                               value={"encoder": eng.catalog.encoder_id or "none"})
+        yield InfoMetricFamily("artwork_policy", "policy being served", value={"policy": eng.policy.name})
+
+
+# A sample line whose value is a whole number, e.g. `artwork_decisions_total 12.0`.
+_WHOLE_VALUE = re.compile(rb"^([^#\n][^\n]*) (-?[0-9]+)\.0$", re.MULTILINE)
+
+
+def prometheus_text(*registries: CollectorRegistry) -> str:
+    """The registries in Prometheus text format 0.0.4, whole numbers written without ".0".
+
+    prometheus_client writes every value as a float (`12.0`); Prometheus parses both forms, but
+    operators' greps and existing checks look for `artwork_feedback_late_total 1`, as this service
+    wrote its metrics before prometheus_client. Only the trailing value is rewritten: label values
+    such as `le="1.0"` are left as they are.
+    """
+    text = b"".join(generate_latest(r) for r in registries)
+    return _WHOLE_VALUE.sub(rb"\1 \2", text).decode("utf-8")
 
 
 def context_from_request(data: Mapping[str, Any]) -> UserContext:

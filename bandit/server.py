@@ -5,6 +5,11 @@ service runs as a single uvicorn worker (pages are ~ms of work; scale out by sha
 Handlers are plain `def`: Starlette runs them in its thread pool, so SQLite commits never stall
 the event loop, and the engine's locks keep decisions and learning ordered.
 
+Every error is an RFC 9457 problem (`application/problem+json`: type, title, status, detail,
+instance, plus `error`, `request_id` and per-problem members), whoever raises it: a handler, the
+API-key or body-limit middleware, the router (unknown path, wrong method) or the connection limit.
+Every response carries an `X-Request-ID`; the same id is in the access log line and the problem body.
+
 Run it: `artwork --store catalog.db serve --port 8000` or `python -m bandit.server --store catalog.db`.
 """
 
@@ -14,34 +19,50 @@ import errno
 import fcntl
 import gc
 import hmac
+import http
 import socket
 import sqlite3
 import json
 import logging
 import os
+import re
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Annotated, Any, Optional
+from urllib.parse import quote
 
 import click
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry, GCCollector, Histogram, PlatformCollector, ProcessCollector
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from artwork.store import StoreError
 from bandit.policy import EXPLORATIONS
 from bandit.features import (MAX_EXCLUDE, MAX_HISTORY, MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_TASTE_KEY_CHARS, MAX_TASTE_KEYS,
                              MAX_USER_ID_CHARS, text_problem)
-from bandit.engine import POLICY_KINDS, Engine, EngineConfig, FeedbackOutcome, NotFoundError, RequestError, context_from_request
+from bandit.engine import (POLICY_KINDS, Engine, EngineConfig, FeedbackOutcome, NotFoundError, RequestError,
+                           context_from_request, prometheus_text)
 
-__all__ = ["ServeConfig", "create_app", "free_port", "serve_command", "main"]
+__all__ = ["ServeConfig", "create_app", "free_port", "serve_command", "main", "PROBLEMS"]
 
 log = logging.getLogger("artwork.server")
+access_log = logging.getLogger("artwork.access")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 # StrictFloat takes ints but not bools or numeric strings; one type keeps error locations clean.
 Number = StrictFloat
@@ -61,6 +82,97 @@ class ServeConfig:
     keep_alive: float = 5.0  # idle seconds between requests on a kept-alive connection
     max_connections: int = 512  # open connections + running requests before new requests get 503
     engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+# -- problems (RFC 9457) ---------------------------------------------------------------------------
+
+# code -> (HTTP status, title, what it means). The code is the problem's `error` member and the
+# last segment of its `type`, which `GET /problems/{code}` documents.
+PROBLEMS: dict[str, tuple[int, str, str]] = {
+    "validation": (422, "Invalid request",
+                   "A field, the JSON body or a path parameter is invalid; `errors` lists each field (dotted "
+                   "path) with the reason. Nothing was stored."),
+    "unauthorized": (401, "Missing or wrong API key",
+                     "The server has an API key: send it in the X-API-Key header. Checked before the body is read."),
+    "not_found": (404, "Not found",
+                  "The path, or the title, artwork, event or user session it names, does not exist."),
+    "method_not_allowed": (405, "Method not allowed", "The path exists but not with this method; see the Allow header."),
+    "conflict": (409, "Conflicting reward",
+                 "The event already has a different positive reward (`recorded`); the posted one (`posted`) "
+                 "was not stored."),
+    "expired": (410, "Feedback window closed",
+                "The event's feedback window has closed at reward 0 and the post carried no positive reward: "
+                "nothing changed. A positive reward would have been recorded as a late click."),
+    "body_too_large": (413, "Request body too large",
+                       "The body is over the server's --max-body-bytes; it was refused before being read."),
+    "unsupported_media_type": (415, "Unsupported media type",
+                               "The body must be JSON: send Content-Type: application/json."),
+    "internal": (500, "Internal server error", "An unexpected error; the server log has the details."),
+    "store_unavailable": (503, "Store unavailable",
+                          "A write to the catalog or the event log failed (disk full, I/O error, locked or "
+                          "corrupt file); nothing was half-written. Retry after Retry-After seconds."),
+    "overloaded": (503, "Too many connections",
+                   "Open connections plus running requests reached --max-connections; retry shortly."),
+}
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
+_DETAIL_ERRORS = 3  # field errors spelled out in a validation problem's detail (all are in `errors`)
+
+
+def _safe(text: Any) -> str:
+    """Text that can be encoded as UTF-8: a lone surrogate a client sent is echoed as \\udXXX."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def request_id_of(scope: Mapping[str, Any]) -> str:
+    """The id `RequestContextMiddleware` gave this request ("" outside it)."""
+    return str(scope.get("state", {}).get("request_id", ""))
+
+
+def _instance(scope: Mapping[str, Any]) -> str:
+    """The request path as the client sent it: a URI reference, never a decoded (and so possibly
+    control-character-bearing) string."""
+    raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+    return quote(raw, safe="/%:@!$&'()*+,;=-._~")
+
+
+def problem(scope: Mapping[str, Any], code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """An RFC 9457 problem body for `code` (a key of PROBLEMS)."""
+    status, title, _ = PROBLEMS[code]
+    return {"type": f"{scope.get('root_path', '')}/problems/{code}", "title": title, "status": status,
+            "detail": _safe(detail), "instance": _instance(scope), "error": code,
+            "request_id": request_id_of(scope), **extra}
+
+
+def _problem_bytes(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _problem_response(request: Request, code: str, detail: str, headers: Mapping[str, str] | None = None,
+                      **extra: Any) -> Response:
+    body = problem(request.scope, code, detail, **extra)
+    return Response(_problem_bytes(body), status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE,
+                    headers=dict(headers or {}))
+
+
+async def _send_problem(scope: Mapping[str, Any], send: Callable[..., Awaitable[None]], code: str, detail: str,
+                        headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """A problem sent by plain ASGI code (middleware, the connection limit), outside FastAPI."""
+    body = problem(scope, code, detail)
+    data = _problem_bytes(body)
+    await send({"type": "http.response.start", "status": body["status"],
+                "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                            (b"content-length", str(len(data)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": data})
+
+
+class ProblemError(Exception):
+    """Raised by handlers and dependencies; answered as the problem `code`."""
+
+    def __init__(self, code: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.code, self.detail, self.headers, self.extra = code, detail, headers, extra
 
 
 # -- request / response models ---------------------------------------------------------------------
@@ -143,6 +255,21 @@ class ChooseResponse(BaseModel):
     results: list[TitleResult]
 
 
+class TitleDistribution(BaseModel):
+    """A title's current distribution over its allowed artworks, or its error."""
+
+    distribution: Optional[dict[str, float]] = Field(None, description="artwork id -> probability")
+    policy: Optional[str] = None
+    policy_version: Optional[int] = None
+    error: Optional[str] = Field(None, description="unknown_title | no_candidates | policy_error")
+    message: Optional[str] = None
+
+
+class DistributionResponse(BaseModel):
+    user_id: str
+    titles: dict[str, TitleDistribution]
+
+
 class FeedbackIn(_In):
     """An outcome for one decision: reward, or click/play flags."""
 
@@ -162,12 +289,13 @@ class FeedbackOut(BaseModel):
     """What the post did: joined; late (the window had closed at reward 0: this positive reward was
     recorded and learned as a correction); upgraded (a stronger outcome for an event that had its
     feedback: click -> play, click:false -> click:true, reward 0 -> positive; a raised reward is
-    learned as a correction); duplicate (the same or a weaker outcome: nothing changed); conflict
-    (409: a positive reward contradicting the one on record, both given: nothing changed);
-    not_found; or expired (the window closed and the post carried no positive reward: nothing changed)."""
+    learned as a correction); duplicate (the same or a weaker outcome: nothing changed). In a batch,
+    an item can also be conflict, not_found or expired (a single post answers those with a problem:
+    409, 404, 410)."""
 
     event_id: str
-    status: str
+    status: str = Field(..., description="joined | late | upgraded | duplicate (batch items: also conflict | "
+                                         "not_found | expired)")
     changed: bool
     reward: Optional[float] = None
     message: str = ""
@@ -175,24 +303,100 @@ class FeedbackOut(BaseModel):
     posted: Optional[float] = Field(None, description="conflict only: the refused reward")
 
 
-class ConflictOut(FeedbackOut):
-    """409 body: the event already has a different positive reward; nothing changed."""
-
-    error: str = "conflict"
+class FeedbackBatchOut(BaseModel):
+    results: list[FeedbackOut]
 
 
 class ActivateOut(BaseModel):
     """activated (the window starts now) or already_active (nothing changed: idempotent)."""
 
     event_id: str
-    status: str
+    status: str = Field(..., description="activated | already_active")
     changed: bool
     decision_status: str = Field(..., description="open | joined | closed")
     deadline: float = Field(..., description="end of the feedback window (unix seconds)")
 
 
-class FeedbackBatchOut(BaseModel):
-    results: list[FeedbackOut]
+class TitleSummary(BaseModel):
+    title_id: str
+    name: str
+    artworks: int = Field(..., description="candidates, disabled ones included")
+    disabled: int = Field(..., description="candidates a designer disabled")
+    pinned: Optional[str] = Field(None, description="the pinned artwork id, if any")
+
+
+class TitlesOut(BaseModel):
+    titles: list[TitleSummary]
+
+
+class ArtworkTags(BaseModel):
+    moods: dict[str, float]
+    genres: dict[str, float]
+    actors: dict[str, float]
+    actors_present: list[str]
+
+
+class ArtworkStats(BaseModel):
+    impressions: int
+    outcomes: int = Field(..., description="impressions whose reward is known (joined or window closed)")
+    clicks: int
+    reward_sum: float
+    take_rate: Optional[float] = Field(..., description="clicks per outcome; null before the first outcome")
+    take_rate_smoothed: float = Field(..., description="Beta(1,1) posterior mean: (clicks+1)/(outcomes+2)")
+
+
+class ArtworkOut(BaseModel):
+    artwork_id: str
+    image_url: str
+    sha256: str
+    width: int
+    height: int
+    source: str
+    disabled: bool
+    pinned: bool
+    tags: ArtworkTags
+    stats: ArtworkStats
+
+
+class TitleArtworksOut(BaseModel):
+    title_id: str
+    artworks: list[ArtworkOut]
+
+
+class FlagsOut(BaseModel):
+    artwork_id: str
+    title_id: str
+    pinned: bool
+    disabled: bool
+
+
+class UnpinOut(BaseModel):
+    title_id: str
+    pinned: None = None
+
+
+class SessionTitle(BaseModel):
+    artwork_id: str
+    event_id: str
+    expires: float = Field(..., description="unix seconds")
+
+
+class SessionOut(BaseModel):
+    user_id: str
+    titles: dict[str, SessionTitle]
+
+
+class HealthOut(BaseModel):
+    status: str = Field(..., description="ok | starting | degraded (503: the last write to a store failed)")
+    policy: str
+    policy_version: int
+    learned_seq: int
+    encoder: Optional[str]
+    titles: int
+    artworks: int
+    failing_store: Optional[str] = Field(None, description="degraded only: the store whose write failed")
+    error: Optional[str] = Field(None, description="degraded only: the store's error")
+    failing_since: Optional[float] = Field(None, description="degraded only: unix seconds")
 
 
 class PinIn(_In):
@@ -203,7 +407,112 @@ class DistributionRequest(ChooseRequest):
     """Same body as /v1/choose; answers with the policy's distributions and logs nothing."""
 
 
+class Problem(BaseModel):
+    """RFC 9457 problem details (media type application/problem+json)."""
+
+    type: str = Field(..., description="URI reference of the problem type; GET it for its description",
+                      examples=["/problems/not_found"])
+    title: str = Field(..., description="short summary of the problem type")
+    status: int = Field(..., description="the HTTP status code")
+    detail: str = Field(..., description="what went wrong with this request")
+    instance: str = Field(..., description="the request path, as sent")
+    error: str = Field(..., description="short code of the problem type (the last segment of type)")
+    request_id: str = Field(..., description="the X-Request-ID of the response")
+
+
+class FieldError(BaseModel):
+    field: str = Field(..., description='dotted path of the field, e.g. "context.hour" or "events.1.reward"; '
+                                        '"body" for the body as a whole')
+    reason: str
+    type: str = Field(..., description="machine-readable reason, e.g. missing, json_invalid, value_error")
+
+
+class ValidationProblem(Problem):
+    errors: list[FieldError]
+
+
+class FeedbackProblem(Problem):
+    """A single feedback post that changed nothing: unknown event (404) or expired (410)."""
+
+    event_id: str
+    changed: bool = False
+    reward: Optional[float] = Field(None, description="the reward on record (0 for an expired event)")
+
+
+class ConflictProblem(FeedbackProblem):
+    """409: the event already has a different positive reward."""
+
+    recorded: float = Field(..., description="the reward on record")
+    posted: float = Field(..., description="the refused reward")
+
+
+class ProblemType(BaseModel):
+    type: str
+    title: str
+    status: int
+    description: str
+
+
 # -- middleware ------------------------------------------------------------------------------------
+
+
+class RequestContextMiddleware:
+    """Outermost: gives every request an id (the client's X-Request-ID when it is sane, else a new
+    one), sends it back on every response, times the request into the latency histogram under its
+    route template and writes the access log line.
+
+    Route templates, not raw paths, keep the histogram's label set bounded whatever paths clients
+    invent (`/v1/titles/{title_id}/artworks`, "unmatched" for unknown paths).
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], latency: Histogram, routes: Any) -> None:
+        self.app = app
+        self.latency = latency
+        self.routes = routes  # the app's router, for requests answered before routing (401, 413, 503)
+
+    def _route(self, scope: dict) -> str:
+        route = scope.get("route")
+        if route is None:
+            for r in self.routes.routes:
+                match, _ = r.matches(scope)
+                if match is not Match.NONE:
+                    route = r
+                    if match is Match.FULL:
+                        break
+        return getattr(route, "path", None) or "unmatched"
+
+    async def __call__(self, scope: dict, receive: Callable[..., Awaitable[dict]], send: Callable[..., Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), b"").decode("latin-1")
+        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        t0 = time.perf_counter()
+        status = 500  # what the client sees if the app dies before answering (the server sends 500)
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            took = time.perf_counter() - t0
+            method = scope.get("method", "")
+            if method not in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+                method = "other"  # bounded label values, whatever method the parser let through
+            self.latency.labels(method, self._route(scope), str(status)).observe(took)
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client") or ("-", 0)
+                target = _instance(scope) + ("?" + scope["query_string"].decode("latin-1")
+                                             if scope.get("query_string") else "")
+                access_log.info('%s:%s "%s %s HTTP/%s" %d %.1fms rid=%s', client[0], client[1], method,
+                                target.encode("ascii", "backslashreplace").decode("ascii"),
+                                scope.get("http_version", "1.1"), status, took * 1000, rid)
 
 
 class BodyLimitMiddleware:
@@ -213,12 +522,9 @@ class BodyLimitMiddleware:
         self.app = app
         self.limit = limit
 
-    async def _refuse(self, send: Callable[..., Awaitable[None]]) -> None:
-        body = json.dumps({"detail": f"request body larger than {self.limit} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, scope: dict, send: Callable[..., Awaitable[None]]) -> None:
+        await _send_problem(scope, send, "body_too_large", f"request body larger than {self.limit} bytes",
+                            [(b"connection", b"close")])
 
     async def __call__(self, scope: dict, receive: Callable[..., Awaitable[dict]], send: Callable[..., Awaitable[None]]) -> None:
         if scope["type"] != "http":
@@ -227,7 +533,7 @@ class BodyLimitMiddleware:
         for k, v in scope.get("headers", ()):
             if k == b"content-length":
                 if not v.isdigit() or int(v) > self.limit:
-                    await self._refuse(send)
+                    await self._refuse(scope, send)
                     return
         seen = 0
         started = False
@@ -245,7 +551,7 @@ class BodyLimitMiddleware:
                     # turned into a 400 by FastAPI's body parser.
                     refused = True
                     if not started:
-                        await self._refuse(send)
+                        await self._refuse(scope, send)
                     return {"type": "http.disconnect"}
             return msg
 
@@ -281,11 +587,7 @@ class ApiKeyMiddleware:
         if scope["type"] == "http" and _protected(scope):
             given = next((v for k, v in scope.get("headers", ()) if k == b"x-api-key"), None)
             if given is None or not hmac.compare_digest(given, self.key):
-                body = json.dumps({"error": "unauthorized", "detail": _UNAUTHORIZED}).encode()
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                        (b"www-authenticate", b"ApiKey")]})
-                await send({"type": "http.response.body", "body": body})
+                await _send_problem(scope, send, "unauthorized", _UNAUTHORIZED, [(b"www-authenticate", b"ApiKey")])
                 return
         await self.app(scope, receive, send)
 
@@ -293,19 +595,33 @@ class ApiKeyMiddleware:
 _UNAUTHORIZED = "missing or wrong API key (header X-API-Key)"
 
 
+def _is_json(ctype: str) -> bool:
+    """application/json or application/*+json, parameters ignored (FastAPI's own rule)."""
+    main = ctype.split(";", 1)[0].strip().lower()
+    return main == "application/json" or (main.startswith("application/") and main.endswith("+json"))
+
+
 class _JsonRoute(APIRoute):
-    """Parses a JSON body before FastAPI does, so that nesting too deep for the parser
-    (RecursionError) or bytes that are not UTF-8 are a 422 naming the body, like every other
-    malformed body, not FastAPI's generic 400. The parsed value is cached on the request
-    (Starlette's `Request.json`), so the body is parsed once."""
+    """Checks a body's media type (415 for anything but JSON) and parses a JSON body before
+    FastAPI does, so that nesting too deep for the parser (RecursionError) or bytes that are not
+    UTF-8 are a 422 naming the body, like every other malformed body, not FastAPI's generic 400.
+    The parsed value is cached on the request (Starlette's `Request.json`), so the body is parsed once."""
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handler = super().get_route_handler()
+        takes_body = self.body_field is not None
 
         async def parse_first(request: Request) -> Response:
-            if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            # A route without a body (activate, unpin, disable, enable) ignores whatever is sent.
+            if takes_body:
                 ctype = request.headers.get("content-type", "")
-                if await request.body() and (not ctype or "json" in ctype.split(";", 1)[0].lower()):
+                body = await request.body()
+                if body and ctype and not _is_json(ctype):
+                    # Without this, a form-encoded body (curl -d's default) is a confusing 422
+                    # "Input should be a valid dictionary".
+                    raise ProblemError("unsupported_media_type",
+                                       f"the body must be JSON (Content-Type: application/json), got {ctype!r}")
+                if body and (not ctype or _is_json(ctype)):
                     try:
                         await request.json()
                     except json.JSONDecodeError:
@@ -332,18 +648,19 @@ def _json(obj: Any, status_code: int = 200) -> Response:
     return Response(json.dumps(obj, separators=(",", ":")), status_code=status_code, media_type="application/json")
 
 
-def _safe(text: Any) -> str:
-    """Text that can be encoded as UTF-8: a lone surrogate a client sent is echoed as \\udXXX."""
-    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _field_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for e in errors:
         loc = [str(x) for x in e.get("loc", ()) if x != "body"]
         out.append({"field": _safe(".".join(loc) or "body"), "reason": _safe(e.get("msg", "invalid")),
-                    "type": e.get("type", "")})
+                    "type": _safe(e.get("type", "") or "invalid")})
     return out
+
+
+def _validation_detail(errors: list[dict[str, Any]]) -> str:
+    shown = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:_DETAIL_ERRORS])
+    more = len(errors) - _DETAIL_ERRORS
+    return f"{len(errors)} invalid field{'s' if len(errors) != 1 else ''}: {shown}" + (f" (and {more} more)" if more > 0 else "")
 
 
 def free_port() -> int:
@@ -354,7 +671,7 @@ def free_port() -> int:
 
 
 class ContainErrorsMiddleware:
-    """An unexpected exception becomes a 500 with the JSON error envelope, and stops here.
+    """An unexpected exception becomes a 500 problem, and stops here.
 
     Left to Starlette's outer error middleware, the exception is re-raised after the plain-text
     500 is sent, and uvicorn then drops the keep-alive connection: a client library would see a
@@ -379,13 +696,67 @@ class ContainErrorsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception:  # noqa: BLE001 - the point: nothing unexpected escapes to the client
-            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            log.exception("unhandled error in %s %s (request %s)", scope.get("method"), scope.get("path"),
+                          request_id_of(scope))
             if started:  # too late for a clean answer: let the server close the connection
                 raise
-            body = json.dumps({"error": "internal", "detail": "internal server error (see the server log)"}).encode()
-            await send({"type": "http.response.start", "status": 500,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await _send_problem(scope, send, "internal", "internal server error (see the server log)")
+
+
+# -- OpenAPI ---------------------------------------------------------------------------------------
+
+_WHY = {
+    401: "missing or wrong X-API-Key",
+    404: "not found",
+    409: "a positive reward contradicting the one on record (both given); nothing changed",
+    410: "the feedback window closed and the post carried no positive reward; nothing changed",
+    413: "body over --max-body-bytes (refused before it is read)",
+    415: "a body that is not JSON",
+    422: "invalid field, path parameter or JSON body; errors names each field",
+    500: "unexpected error (details in the server log)",
+    503: "a store write failed (disk full, I/O error; Retry-After), or --max-connections reached",
+}
+_PROBLEM_SCHEMAS = ("Problem", "ValidationProblem", "FeedbackProblem", "ConflictProblem")
+
+
+def _errors(*codes: int, why: Mapping[int, str] | None = None,
+            models: Mapping[int, type[BaseModel]] | None = None) -> dict[int | str, dict[str, Any]]:
+    """Declared error responses; every operation also gets 413, 500 and 503 (any request can hit
+    the body limit, the connection limit or a bug). The schemas are moved under
+    application/problem+json by `_finish_openapi`."""
+    why, models = dict(why or {}), dict(models or {})
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in sorted({*codes, 413, 500, 503}):
+        model = models.get(code, ValidationProblem if code == 422 else Problem)
+        out[code] = {"model": model, "description": why.get(code, _WHY[code])}
+    return out
+
+
+def _finish_openapi(spec: dict[str, Any]) -> dict[str, Any]:
+    """Make the generated spec say what the wire says: problem schemas under
+    application/problem+json, and no 422 that FastAPI adds by itself to every operation with a
+    parameter (a GET with a plain string path parameter cannot fail validation)."""
+    for ops in spec.get("paths", {}).values():
+        for op in ops.values():
+            responses = op.get("responses", {})
+            for code, resp in list(responses.items()):
+                content = resp.get("content", {})
+                for media in list(content):
+                    name = content[media].get("schema", {}).get("$ref", "").rsplit("/", 1)[-1]
+                    if name == "HTTPValidationError":
+                        del responses[code]
+                        break
+                    # FastAPI files every extra response under the route's own media type
+                    # (application/json, text/plain for /metrics); a problem travels as problem+json.
+                    if int(code) >= 400 and name in _PROBLEM_SCHEMAS and media != PROBLEM_MEDIA_TYPE:
+                        content[PROBLEM_MEDIA_TYPE] = content.pop(media)
+    schemas = spec.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return spec
+
+
+# -- the app ---------------------------------------------------------------------------------------
 
 
 def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
@@ -410,47 +781,108 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     app = FastAPI(
         title="artwork-engine",
         version="1",
-        description="Personalised artwork selection: choose an artwork per title, post feedback, the policy learns online.",
+        description="Personalised artwork selection: choose an artwork per title, post feedback, the policy learns "
+                    "online. Errors are RFC 9457 problems (application/problem+json); every response has an "
+                    "X-Request-ID header.",
         lifespan=lifespan,
         # No 307 to "/v1/choose" for "/v1/choose/": the redirect would be built from the Host header
         # a client sent. A trailing slash is simply an unknown path (404).
         redirect_slashes=False,
+        # Served below from the packaged assets: the defaults load Swagger UI and ReDoc from a CDN,
+        # which leaves /docs blank on a machine without internet.
+        docs_url=None,
+        redoc_url=None,
     )
     app.router.route_class = _JsonRoute
+
+    # One registry per app, never prometheus_client's global one: several servers (tests, the
+    # demo) run in one process, and each must count only its own requests.
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    latency = Histogram("artwork_http_request_duration_seconds",
+                        "request latency by method, route template and status code",
+                        ["method", "route", "status"], registry=registry,
+                        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+    app.state.metrics_registry = registry
+
     app.add_middleware(ContainErrorsMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
-    if config.api_key is not None:  # outermost: the key is checked before the body is even looked at
+    if config.api_key is not None:  # the key is checked before the body is even looked at
         app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
+    app.add_middleware(RequestContextMiddleware, latency=latency, routes=app.router)  # outermost
+
+    async def _overloaded(scope: dict, receive: Any, send: Callable[..., Awaitable[None]]) -> None:
+        await _send_problem(scope, send, "overloaded",
+                            f"{config.max_connections} connections and requests already open (--max-connections)",
+                            [(b"retry-after", b"1"), (b"connection", b"close")])
+
+    # What the connection limit answers with (see _read_timeout_protocol): a problem with a
+    # request id, counted and logged like any other answer, but without running the app.
+    app.state.overloaded_app = RequestContextMiddleware(_overloaded, latency, app.router)
 
     def eng() -> Engine:
         return state["engine"]
 
-    def require_key(x_api_key: Optional[str] = Header(None, description="required when the server has an API key")) -> None:
-        if config.api_key is None:
-            return
-        if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), config.api_key.encode()):
-            raise _Unauthorized()
+    api_key_header = APIKeyHeader(name="X-API-Key", scheme_name="ApiKey", auto_error=False,
+                                  description="the server's API key (artwork serve --api-key / $ARTWORK_API_KEY)")
+
+    def require_key(x_api_key: Optional[str] = Security(api_key_header)) -> None:
+        # ApiKeyMiddleware has already refused a wrong key; this is the OpenAPI security scheme
+        # (Swagger's Authorize button) and a second check should the middleware order change.
+        if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), config.api_key.encode()):  # type: ignore[union-attr]
+            raise ProblemError("unauthorized", _UNAUTHORIZED, {"WWW-Authenticate": "ApiKey"})
+
+    # Without a key nothing is protected, and the spec says so (no security, no 401).
+    keyed = [Depends(require_key)] if config.api_key is not None else []
+    auth = (401,) if config.api_key is not None else ()
+
+    @app.exception_handler(ProblemError)
+    async def _problem_error(request: Request, exc: ProblemError) -> Response:
+        return _problem_response(request, exc.code, exc.detail, exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": "validation", "detail": _field_errors(list(exc.errors()))}, status_code=422)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = _field_errors(list(exc.errors()))
+        return _problem_response(request, "validation", _validation_detail(errors), errors=errors)
 
     @app.exception_handler(RequestError)
-    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"error": "validation", "detail": [{"field": _safe(exc.field), "reason": _safe(exc.reason),
-                                                                "type": "value_error"}]}, status_code=422)
+    async def _request_error(request: Request, exc: RequestError) -> Response:
+        errors = [{"field": _safe(exc.field), "reason": _safe(exc.reason), "type": "value_error"}]
+        return _problem_response(request, "validation", _validation_detail(errors), errors=errors)
 
     @app.exception_handler(NotFoundError)
-    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse({"error": "not_found", "detail": str(exc)}, status_code=404)
+    async def _not_found(request: Request, exc: NotFoundError) -> Response:
+        return _problem_response(request, "not_found", str(exc))
 
-    # Disk full, I/O error, a locked or corrupt file: the request is refused with 503 and the error
-    # envelope (never a 500 with a plain body), and /health says which store failed until a write
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # The router's own answers (unknown path, wrong method) and anything else Starlette raises.
+        target = f"{request.method} {_instance(request.scope)}"
+        if exc.status_code == 404:
+            return _problem_response(request, "not_found", f"no such endpoint or file: {target}", exc.headers)
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            return _problem_response(request, "method_not_allowed", f"{target}: allowed methods are {allowed}",
+                                     exc.headers)
+        # Nothing here raises other statuses today; should Starlette, the RFC's generic form
+        # (type about:blank, the status phrase as title) still keeps the body a problem.
+        try:
+            phrase = http.HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            phrase = "Error"
+        body = {"type": "about:blank", "title": phrase, "status": exc.status_code, "detail": _safe(exc.detail),
+                "instance": _instance(request.scope), "error": "http_error", "request_id": request_id_of(request.scope)}
+        return Response(_problem_bytes(body), exc.status_code, headers=exc.headers, media_type=PROBLEM_MEDIA_TYPE)
+
+    # Disk full, I/O error, a locked or corrupt file: the request is refused with 503 and a problem
+    # (never a 500 with a plain body), and /health says which store failed until a write
     # succeeds again. Designer controls write the catalog; everything else writes the event log.
     app.state.store_fault = {}
 
     @app.exception_handler(sqlite3.Error)
-    async def _store_error(request: Request, exc: sqlite3.Error) -> JSONResponse:
+    async def _store_error(request: Request, exc: sqlite3.Error) -> Response:
         designer = request.url.path.rsplit("/", 1)[-1] in ("pin", "disable", "enable")
         e = state.get("engine")
         store = str(config.store if designer or e is None else e.events_path)
@@ -460,72 +892,87 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         while isinstance(cause.__context__, sqlite3.Error):
             cause = cause.__context__
         why = _safe(cause)
-        log.error("store %s failed on %s %s: %s", store, request.method, request.url.path, why)
+        log.error("store %s failed on %s %s (request %s): %s", store, request.method, request.url.path,
+                  request_id_of(request.scope), why)
         app.state.store_fault.update(store=store, error=why, since=time.time())
-        return JSONResponse({"error": "store_unavailable", "detail": f"{store}: {why}"}, status_code=503,
-                            headers={"Retry-After": "30"})
-
-    @app.exception_handler(_Unauthorized)
-    async def _unauth(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": "unauthorized", "detail": _UNAUTHORIZED},
-                            status_code=401, headers={"WWW-Authenticate": "ApiKey"})
-
-    writes = [Depends(require_key)]
+        return _problem_response(request, "store_unavailable", f"{store}: {why}", {"Retry-After": "30"})
 
     def _user(body: ChooseRequest) -> Any:
         ctx = body.context.model_dump() if body.context else {}
         return context_from_request({"user_id": body.user_id, "taste": body.taste or {}, "history": body.history or [], **ctx})
 
-    @app.post("/v1/choose", response_model=ChooseResponse, dependencies=writes, tags=["decisions"])
+    # Handlers answer with _json (hand-serialised) rather than letting FastAPI validate and encode
+    # through the response model: that costs more than the 40 decisions of a page. The models
+    # stay for the OpenAPI schema, and tests/test_api_contract.py checks the bodies against it.
+
+    @app.post("/v1/choose", response_model=ChooseResponse, dependencies=keyed, tags=["decisions"],
+              responses=_errors(*auth, 415, 422))
     def choose(body: ChooseRequest) -> Response:
         """Choose an artwork per title; each decision is logged before the response is sent."""
         results = eng().choose(_user(body), body.titles, body.exclude, activate=body.activate)
-        # Serialised by hand: FastAPI's response_model validation + jsonable_encoder cost more
-        # than the 40 decisions themselves. response_model stays for the OpenAPI schema.
         return _json({"user_id": body.user_id, "results": [r.to_dict() for r in results]})
 
-    @app.post("/v1/policy/distribution", dependencies=writes, tags=["debug"])
-    def distribution(body: DistributionRequest) -> dict[str, Any]:
+    @app.post("/v1/policy/distribution", response_model=DistributionResponse, dependencies=keyed, tags=["debug"],
+              responses=_errors(*auth, 415, 422))
+    def distribution(body: DistributionRequest) -> Response:
         """The policy's current probabilities per title (nothing logged, no sticky sessions)."""
-        return {"user_id": body.user_id, "titles": eng().distribution(_user(body), body.titles, body.exclude)}
+        return _json({"user_id": body.user_id, "titles": eng().distribution(_user(body), body.titles, body.exclude)})
 
-    def _outcome_response(o: FeedbackOutcome) -> Response:
+    def _outcome_response(request: Request, o: FeedbackOutcome) -> Response:
         # A late click or an upgrade is a success (200, changed): it was stored and learned.
-        if o.status == "conflict":
-            return _json({"error": "conflict", **o.to_dict()}, 409)
-        return _json(o.to_dict(), 404 if o.status in ("not_found", "expired") else 200)
+        code = {"conflict": "conflict", "not_found": "not_found", "expired": "expired"}.get(o.status)
+        if code is None:
+            return _json(o.to_dict())
+        extra: dict[str, Any] = {"event_id": o.event_id, "changed": False, "reward": o.reward}
+        if code == "conflict":
+            extra.update(recorded=o.recorded, posted=o.posted)
+        return _problem_response(request, code, o.message, **extra)
 
-    @app.post("/v1/feedback", response_model=FeedbackOut, dependencies=writes, tags=["feedback"],
-              responses={404: {"description": "unknown event, or window closed and no positive reward (expired)"},
-                         409: {"model": ConflictOut,
-                               "description": "a positive reward contradicting the one on record (both given)"}})
-    def feedback(body: FeedbackIn) -> Response:
+    @app.post("/v1/feedback", response_model=FeedbackOut, dependencies=keyed, tags=["feedback"],
+              responses=_errors(*auth, 404, 409, 410, 415, 422,
+                                why={404: "unknown event id"},
+                                models={404: FeedbackProblem, 409: ConflictProblem, 410: FeedbackProblem}))
+    def feedback(body: FeedbackIn, request: Request) -> Response:
         """Join an outcome to its decision; a positive reward after the window closed is learned as a
         correction (status late); a stronger outcome later raises the reward (status upgraded); the
-        same or a weaker one changes nothing (status duplicate); a contradicting reward is a 409."""
-        return _outcome_response(eng().feedback(body.event_id, reward=body.reward, click=body.click, play=body.play))
+        same or a weaker one changes nothing (status duplicate). Problems: unknown event 404, a
+        contradicting reward 409, a non-positive post after the window closed 410."""
+        return _outcome_response(request, eng().feedback(body.event_id, reward=body.reward, click=body.click,
+                                                         play=body.play))
 
-    @app.post("/v1/feedback/batch", response_model=FeedbackBatchOut, dependencies=writes, tags=["feedback"])
+    @app.post("/v1/feedback/batch", response_model=FeedbackBatchOut, dependencies=keyed, tags=["feedback"],
+              responses=_errors(*auth, 415, 422))
     def feedback_batch(body: FeedbackBatchIn) -> Response:
         """Many outcomes; each result has its own status (joined / late / upgraded / duplicate / conflict /
         not_found / expired); the batch itself answers 200."""
         out = eng().feedback_many([e.model_dump() for e in body.events])
         return _json({"results": [o.to_dict() for o in out]})
 
-    @app.post("/v1/events/{event_id}/activate", response_model=ActivateOut, dependencies=writes, tags=["decisions"],
-              responses={404: {"description": "unknown event id"}})
+    @app.post("/v1/events/{event_id}/activate", response_model=ActivateOut, dependencies=keyed, tags=["decisions"],
+              responses=_errors(*auth, 404, 422, why={404: "unknown event id",
+                                                      422: "an event id that is not valid text (control characters)"}))
     def activate(event_id: str) -> Response:
         """Deferred activation: the decision (chosen with activate=false) was rendered; its feedback
         window starts now. Idempotent: an active decision answers already_active and keeps its window."""
         return _json(eng().activate(event_id))
 
-    @app.get("/v1/titles/{title_id}/artworks", tags=["catalog"])
-    def title_artworks(title_id: str) -> dict[str, Any]:
-        """A title's candidates with tags, designer flags and running stats."""
-        return {"title_id": title_id, "artworks": eng().title_artworks(title_id)}
+    @app.get("/v1/titles", response_model=TitlesOut, tags=["catalog"], responses=_errors())
+    def titles() -> Response:
+        """Every title of the catalog with its artwork counts (all, disabled) and its pinned artwork."""
+        return _json({"titles": eng().titles()})
 
-    @app.get("/v1/artworks/{artwork_id}/image", tags=["catalog"],
-             responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}, 304: {}})
+    @app.get("/v1/titles/{title_id}/artworks", response_model=TitleArtworksOut, tags=["catalog"],
+             responses=_errors(404, why={404: "unknown title id"}))
+    def title_artworks(title_id: str) -> Response:
+        """A title's candidates with tags, designer flags and running stats."""
+        return _json({"title_id": title_id, "artworks": eng().title_artworks(title_id)})
+
+    @app.get("/v1/artworks/{artwork_id}/image", tags=["catalog"], response_class=Response,
+             responses={200: {"description": "the image bytes",
+                              "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                          for t in ("image/jpeg", "image/png", "image/webp", "application/octet-stream")}},
+                        304: {"description": "If-None-Match matched the ETag: no body"},
+                        **_errors(404, why={404: "unknown artwork id"})})
     def image(artwork_id: str, if_none_match: Optional[str] = Header(None)) -> Response:
         """The image bytes; ETag is the sha256, immutable caching, 304 on a matching If-None-Match."""
         e = eng()
@@ -538,34 +985,38 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         data, _, ctype = e.image(artwork_id)
         return Response(content=data, media_type=ctype, headers=headers)
 
-    @app.post("/v1/titles/{title_id}/pin", dependencies=writes, tags=["designer"])
-    def pin(title_id: str, body: PinIn) -> dict[str, Any]:
+    @app.post("/v1/titles/{title_id}/pin", response_model=FlagsOut, dependencies=keyed, tags=["designer"],
+              responses=_errors(*auth, 404, 415, 422, why={404: "unknown artwork id",
+                                                           422: "invalid body, or an artwork of another title"}))
+    def pin(title_id: str, body: PinIn) -> Response:
         """Pin an artwork for its title: everybody sees it from the next request on."""
-        return eng().pin(title_id, body.artwork_id)
+        return _json(eng().pin(title_id, body.artwork_id))
 
-    @app.delete("/v1/titles/{title_id}/pin", dependencies=writes, tags=["designer"])
-    def unpin(title_id: str) -> dict[str, Any]:
+    @app.delete("/v1/titles/{title_id}/pin", response_model=UnpinOut, dependencies=keyed, tags=["designer"],
+                responses=_errors(*auth, 404, why={404: "unknown title id"}))
+    def unpin(title_id: str) -> Response:
         """Remove a title's pin."""
-        return eng().unpin(title_id)
+        return _json(eng().unpin(title_id))
 
-    @app.post("/v1/artworks/{artwork_id}/disable", dependencies=writes, tags=["designer"])
-    def disable(artwork_id: str) -> dict[str, Any]:
+    @app.post("/v1/artworks/{artwork_id}/disable", response_model=FlagsOut, dependencies=keyed, tags=["designer"],
+              responses=_errors(*auth, 404, why={404: "unknown artwork id"}))
+    def disable(artwork_id: str) -> Response:
         """Never show this artwork again (until enabled)."""
-        return eng().set_flags(artwork_id, disabled=True)
+        return _json(eng().set_flags(artwork_id, disabled=True))
 
-    @app.post("/v1/artworks/{artwork_id}/enable", dependencies=writes, tags=["designer"])
-    def enable(artwork_id: str) -> dict[str, Any]:
+    @app.post("/v1/artworks/{artwork_id}/enable", response_model=FlagsOut, dependencies=keyed, tags=["designer"],
+              responses=_errors(*auth, 404, why={404: "unknown artwork id"}))
+    def enable(artwork_id: str) -> Response:
         """Undo a disable."""
-        return eng().set_flags(artwork_id, disabled=False)
+        return _json(eng().set_flags(artwork_id, disabled=False))
 
-    @app.get("/v1/users/{user_id}/session", dependencies=writes, tags=["decisions"],
-             responses={401: {"description": "missing or wrong X-API-Key (when the server has an API key)"},
-                        404: {"description": "the user has no decisions within the session TTL"}})
-    def user_session(user_id: str) -> dict[str, Any]:
+    @app.get("/v1/users/{user_id}/session", response_model=SessionOut, dependencies=keyed, tags=["decisions"],
+             responses=_errors(*auth, 404, why={404: "the user has no decisions within the session TTL"}))
+    def user_session(user_id: str) -> Response:
         """The user's sticky choices within the session TTL: per title the artwork shown, its event id
         and when the session expires. Needs X-API-Key when the server has one (event ids are enough
         to post feedback for the user). 404 for a user with none."""
-        return eng().user_session(user_id)
+        return _json(eng().user_session(user_id))
 
     def _health() -> tuple[dict[str, Any], int]:
         out = eng().health()
@@ -576,7 +1027,14 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             return out, 503
         return out, 200
 
-    @app.get("/health", tags=["ops"], responses={503: {"description": "degraded: the last write to a store failed"}})
+    health_errors = _errors()
+    # A degraded store is a health report (application/json), not a failed request; the
+    # connection limit still answers with a problem.
+    health_errors[503] = {"model": HealthOut, "description": "degraded: the last write to a store failed "
+                          "(application/json); or --max-connections reached (a problem)",
+                          "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+    @app.get("/health", response_model=HealthOut, tags=["ops"], responses=health_errors)
     def health() -> Response:
         """Liveness, policy version, encoder, catalog size; 503 with status degraded and the failing
         store while writes fail (disk full, I/O error), until a write succeeds again."""
@@ -588,16 +1046,60 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         """Liveness for probes that send HEAD."""
         return Response(status_code=_health()[1], media_type="application/json")
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"])
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"],
+             responses={200: {"description": "Prometheus text format 0.0.4",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors()})
     def metrics() -> PlainTextResponse:
-        """Prometheus text format."""
-        return PlainTextResponse(eng().metrics_text(), media_type="text/plain; version=0.0.4")
+        """Prometheus text format: the engine's counters and gauges, request latency per route
+        template, and the process's own metrics."""
+        return PlainTextResponse(eng().metrics_text() + prometheus_text(registry),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    @app.get("/problems/{code}", response_model=ProblemType, tags=["ops"],
+             responses=_errors(404, why={404: "unknown problem type"}))
+    def problem_type(code: str, request: Request) -> Response:
+        """What a problem type means: the documentation a problem's `type` points at."""
+        if code not in PROBLEMS:
+            raise ProblemError("not_found", f"unknown problem type {code!r}; known: {', '.join(sorted(PROBLEMS))}")
+        status, title, what = PROBLEMS[code]
+        return _json({"type": f"{request.scope.get('root_path', '')}/problems/{code}", "title": title,
+                      "status": status, "description": what})
+
+    # -- docs from packaged assets (bandit/static, see assets/LICENSES.md) ---------------------------
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    swagger_params = {"persistAuthorization": False, "validatorUrl": None}
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
+            swagger_js_url=f"{root}/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url=f"{root}/static/swagger-ui/favicon-32x32.png",
+            swagger_ui_parameters=swagger_params)
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}/static/redoc/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}/static/swagger-ui/favicon-32x32.png",
+                              with_google_fonts=False)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _finish_openapi(get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-class _Unauthorized(Exception):
-    pass
 
 
 # -- one learner per store, slow clients ------------------------------------------------------------
@@ -629,7 +1131,7 @@ def lock_store(events_path: str | os.PathLike[str]) -> int:
     return fd
 
 
-def _read_timeout_protocol(read_timeout: float) -> type:
+def _read_timeout_protocol(read_timeout: float, overloaded_app: Callable[..., Awaitable[None]] | None = None) -> type:
     """uvicorn's httptools protocol with a deadline for reading each request.
 
     uvicorn (0.54) times out only idle kept-alive connections *after* a response; a client that
@@ -638,6 +1140,10 @@ def _read_timeout_protocol(read_timeout: float) -> type:
     line, headers and body) within `read_timeout` seconds of connecting or of starting that
     request, else it is closed. The clock stops once the request is read: slow handlers and slow
     response reads are not affected. Falls back to uvicorn's default protocol without httptools.
+
+    Past uvicorn's `limit_concurrency`, uvicorn answers a plain-text 503 of its own; with
+    `overloaded_app` (the app's `state.overloaded_app`) that request is answered by it instead:
+    a problem+json 503 with a request id, still without running the app.
     """
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -665,6 +1171,20 @@ def _read_timeout_protocol(read_timeout: float) -> type:
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
+
+        def on_headers_complete(self) -> None:
+            limit = self.limit_concurrency
+            if overloaded_app is None or limit is None or (len(self.connections) < limit and len(self.tasks) < limit):
+                super().on_headers_complete()
+                return
+            # uvicorn picks the app to run in here; run ours, with its own check switched off.
+            app = self.app
+            self.app, self.limit_concurrency = overloaded_app, None
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app, self.limit_concurrency = app, limit
+            log.warning("connection limit (%d) reached: answered 503", limit)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -719,7 +1239,9 @@ def _read_timeout_protocol(read_timeout: float) -> type:
 @click.option("--explore-share", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="share of pages served uniformly at random, for replay evaluation")
 @click.option("--durable", is_flag=True, help="fsync every commit (survive power loss, slower)")
-@click.option("--log-level", default="warning", show_default=True)
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False),
+              help="info adds the access log: one line per request with its status, latency and X-Request-ID")
 @click.pass_context
 def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None, events: str | None,
                   snapshot_dir: str | None, policy: str, exploration: str, seed: int, max_titles: int,
@@ -762,8 +1284,11 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
         click.echo("warning: no API key (--api-key or $ARTWORK_API_KEY): anyone who can reach this port can "
                    "post choices, feedback and designer changes", err=True)
     click.echo(f"serving {store} on http://{host}:{port} (docs at /docs)", err=True)
-    http = _read_timeout_protocol(read_timeout) or "auto"
-    uvicorn.run(create_app(cfg, engine), host=host, port=port, log_level=log_level, access_log=False,
+    app = create_app(cfg, engine)
+    http = _read_timeout_protocol(read_timeout, app.state.overloaded_app) or "auto"
+    # access_log=False: RequestContextMiddleware writes the access log (logger artwork.access, at
+    # info), with the request id and the latency that uvicorn's line lacks.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=10, http=http, timeout_keep_alive=keep_alive,
                 limit_concurrency=max_connections)
     os.close(lock_fd)

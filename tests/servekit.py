@@ -7,14 +7,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+import uvicorn
 
 from artwork.store import Catalog
-from bandit.server import free_port
+from bandit.engine import Engine, EngineConfig
+from bandit.server import ServeConfig, create_app, free_port
 from conftest import encode, scene
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,3 +108,38 @@ class LiveServer:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class InProcessServer:
+    """uvicorn in a thread over an engine the test holds, on a free loopback port: for faults a
+    test has to cause from inside (a full disk on the engine's own SQLite connection)."""
+
+    def __init__(self, store: Path, api_key: str | None = None) -> None:
+        self.engine = Engine(store, EngineConfig())
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(ServeConfig(store=str(store), port=self.port, api_key=api_key), self.engine)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> InProcessServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("in-process server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    def max_pages(self, n: int | None) -> None:
+        """Cap the event log at n pages (None: its current size): SQLite then fails writes with
+        SQLITE_FULL, exactly as on a full disk."""
+        ev = self.engine.events
+        with ev._lock:
+            if n is None:
+                n = ev._db.execute("PRAGMA page_count").fetchone()[0]
+            ev._db.execute(f"PRAGMA max_page_count={n}")

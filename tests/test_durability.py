@@ -151,7 +151,7 @@ def test_reward_windows_and_sessions_survive_a_restart(tmp_path: Path) -> None:
         with server.client() as c:
             # Closed at startup: feedback without a positive reward is refused as expired, nothing changes.
             r = c.post("/v1/feedback", json={"event_id": first[0]["event_id"], "click": False})
-            assert r.status_code == 404 and r.json()["status"] == "expired"
+            assert r.status_code == 410 and r.json()["error"] == "expired"
             again = c.post("/v1/choose", json={"user_id": "zoe", "titles": ["t02", "t00"]}).json()["results"]
             assert [(a["event_id"], a["repeat"]) for a in again] == [(first[2]["event_id"], True),
                                                                       (first[0]["event_id"], True)]

@@ -425,7 +425,7 @@ def test_ladder_conflict_weights_and_activation_over_http(tmp_path: Path) -> Non
             assert r.status_code == 409, r.text
             body = r.json()
             assert {k: body[k] for k in ("error", "event_id", "recorded", "posted", "status", "changed")} == {
-                "error": "conflict", "event_id": e1, "recorded": 0.5, "posted": 0.7, "status": "conflict",
+                "error": "conflict", "event_id": e1, "recorded": 0.5, "posted": 0.7, "status": 409,
                 "changed": False}
             assert c.get("/health").json() == before
             r = c.post("/v1/feedback/batch", json={"events": [{"event_id": e1, "reward": 0.7},

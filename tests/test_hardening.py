@@ -64,7 +64,9 @@ def post_raw(client, path: str, body: str, **headers):
 
 
 def fields_of(r) -> list[str]:
-    return [d["field"] for d in r.json()["detail"]]
+    """The fields a validation problem names (RFC 9457 body, extension member `errors`)."""
+    assert r.headers["content-type"] == "application/problem+json", r.headers
+    return [d["field"] for d in r.json()["errors"]]
 
 
 # -- client strings over HTTP ----------------------------------------------------------------------------
@@ -261,12 +263,19 @@ def test_session_endpoint_needs_the_key_and_is_documented(server, client) -> Non
     with server.client() as c:
         c.headers.pop("X-API-Key")
         r = c.get("/v1/users/sess/session")
-        assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized" and r.json()["status"] == 401
+        assert r.headers["www-authenticate"] == "ApiKey" and r.headers["content-type"] == "application/problem+json"
         assert c.get("/v1/users/sess/session", headers={"X-API-Key": "wrong"}).status_code == 401
     r = client.get("/v1/users/sess/session")
     assert r.status_code == 200 and r.json()["titles"]["t00"]["event_id"] == page.json()["results"][0]["event_id"]
-    op = client.get("/openapi.json").json()["paths"]["/v1/users/{user_id}/session"]["get"]
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/v1/users/{user_id}/session"]["get"]
     assert "X-API-Key" in op["description"] and "401" in op["responses"]
+    # The key is a security scheme (Swagger's Authorize button), not a header parameter.
+    assert op["security"] == [{"ApiKey": []}] and not any(p["in"] == "header" for p in op.get("parameters", []))
+    scheme = spec["components"]["securitySchemes"]["ApiKey"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-API-Key")
+    assert "security" not in spec["paths"]["/v1/titles/{title_id}/artworks"]["get"]  # reads need no key
 
 
 def test_the_key_is_checked_before_the_body_is_parsed(server, client) -> None:
@@ -294,9 +303,10 @@ def test_deeply_nested_json_is_422(server, client) -> None:
     for body in ('{"user_id": "u", "titles": ' + "[" * 50_000 + "]" * 50_000 + "}", "[" * 100_000):
         r = post_raw(client, "/v1/choose", body)
         assert r.status_code == 422, r.text[:300]
-        assert r.json()["error"] == "validation"
+        assert r.json()["error"] == "validation" and fields_of(r) == ["body"]
+        assert r.json()["errors"][0]["type"] == "json_invalid" and "nested too deeply" in r.json()["detail"]
     r = client.post("/v1/choose", content=b'{"user_id": "\xff"}', headers={"content-type": "application/json"})
-    assert r.status_code == 422, r.text
+    assert r.status_code == 422 and fields_of(r) == ["body"] and "not valid UTF-8" in r.json()["detail"], r.text
     assert decisions(server) == before
 
 

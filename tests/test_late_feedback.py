@@ -380,7 +380,7 @@ def test_late_click_over_http_in_metrics_and_replayed_after_sigkill(tmp_path: Pa
             r = c.post("/v1/feedback/batch", json={"events": [{"event_id": page[0]["event_id"], "click": True},
                                                               {"event_id": page[1]["event_id"], "click": False}]})
             assert [x["status"] for x in r.json()["results"]] == ["duplicate", "expired"]
-            assert c.post("/v1/feedback", json={"event_id": page[1]["event_id"], "reward": 0}).status_code == 404
+            assert c.post("/v1/feedback", json={"event_id": page[1]["event_id"], "reward": 0}).status_code == 410
             m = c.get("/metrics").text
             assert "artwork_feedback_late_total 1\n" in m and "artwork_feedback_expired_total 2\n" in m
             assert "artwork_log_corrections 1\n" in m and "# TYPE artwork_feedback_late_total counter" in m

@@ -201,7 +201,7 @@ def test_disk_full_is_503_with_the_envelope_and_health_names_the_failing_store(s
                 break
         assert failed is not None, "the capped event log never filled"
         assert failed.status_code == 503, failed.text
-        assert failed.headers["content-type"].startswith("application/json")
+        assert failed.headers["content-type"] == "application/problem+json"
         body = failed.json()
         assert body["error"] == "store_unavailable" and "database or disk is full" in body["detail"], body
         assert str(events) in body["detail"] and "Traceback" not in failed.text

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -60,14 +61,127 @@ def test_health_metrics_openapi(client) -> None:
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["titles"] == 6 and h["artworks"] == 18 and h["encoder"] == "test-encoder/seed0"
     spec = client.get("/openapi.json").json()
-    assert {"/v1/choose", "/v1/feedback", "/v1/feedback/batch", "/v1/titles/{title_id}/artworks",
+    assert {"/v1/choose", "/v1/feedback", "/v1/feedback/batch", "/v1/titles", "/v1/titles/{title_id}/artworks",
             "/v1/artworks/{artwork_id}/image", "/health", "/metrics"} <= set(spec["paths"])
     m = client.get("/metrics")
-    assert m.headers["content-type"].startswith("text/plain")
+    assert m.headers["content-type"].startswith("text/plain; version=0.0.4")
     names = {ln.split(" ")[0].split("{")[0] for ln in m.text.splitlines() if ln and not ln.startswith("#")}
-    assert {"artwork_decisions_total", "artwork_feedback_joined_total", "artwork_join_rate", "artwork_policy_version",
-            "artwork_encoder_info", "artwork_store_bytes", "artwork_event_log_bytes"} <= names
+    assert {"artwork_decisions_total", "artwork_feedback_joined_total", "artwork_feedback_late_total",
+            "artwork_feedback_expired_total", "artwork_join_rate", "artwork_policy_version", "artwork_encoder_info",
+            "artwork_store_bytes", "artwork_event_log_bytes", "artwork_catalog_titles", "artwork_catalog_artworks",
+            "artwork_http_request_duration_seconds_bucket", "process_resident_memory_bytes",
+            "process_cpu_seconds_total", "python_gc_collections_total"} <= names
     assert 'artwork_encoder_info{encoder="test-encoder/seed0"} 1' in m.text
+    assert "artwork_catalog_titles 6\n" in m.text and "# TYPE artwork_decisions_total counter\n" in m.text
+    # Every family once: the engine's registry and the app's are concatenated, so a name in both
+    # would be a scrape error in Prometheus.
+    types = [ln.split()[2] for ln in m.text.splitlines() if ln.startswith("# TYPE ")]
+    assert len(types) == len(set(types)), [t for t in types if types.count(t) > 1]
+
+
+def samples(text: str, name: str) -> dict[str, float]:
+    """{label string: value} of one metric's samples in Prometheus text."""
+    out = {}
+    for ln in text.splitlines():
+        if ln.startswith(name + "{") or ln.startswith(name + " "):
+            key, value = ln.rsplit(" ", 1)
+            out[key[len(name):]] = float(value)
+    return out
+
+
+def test_latency_histogram_is_labelled_by_route_template(client) -> None:
+    count = "artwork_http_request_duration_seconds_count"
+    before = samples(client.get("/metrics").text, count)
+    for t in ("t00", "t01", "no-such-title"):
+        client.get(f"/v1/titles/{t}/artworks")
+    for p in ("/v1/raw-path-a", "/v1/raw-path-b"):
+        assert client.get(p).status_code == 404
+    after = samples(client.get("/metrics").text, count)
+
+    def grew(labels: str) -> float:
+        return after.get(labels, 0) - before.get(labels, 0)
+
+    assert grew('{method="GET",route="/v1/titles/{title_id}/artworks",status="200"}') == 2
+    assert grew('{method="GET",route="/v1/titles/{title_id}/artworks",status="404"}') == 1
+    assert grew('{method="GET",route="unmatched",status="404"}') == 2
+    # Raw paths never become label values: the label set stays bounded whatever clients request.
+    assert not any("t01" in k or "raw-path" in k for k in after), sorted(after)
+    # A request refused by the API key before routing still counts under its route.
+    with httpx.Client(base_url=client.base_url) as anon:
+        assert anon.post("/v1/choose", json={}).status_code == 401
+    again = samples(client.get("/metrics").text, count)
+    assert again.get('{method="POST",route="/v1/choose",status="401"}', 0) == after.get(
+        '{method="POST",route="/v1/choose",status="401"}', 0) + 1
+
+
+def test_request_id_is_echoed_when_sane_and_generated_otherwise(client) -> None:
+    ok = "req-1234_abc.DEF:5"
+    r = client.get("/health", headers={"X-Request-ID": ok})
+    assert r.headers["x-request-id"] == ok
+    seen = set()
+    for bad in ("x" * 129, "has space", "semi;colon", "new\u00e9", ""):
+        r = client.get("/v1/titles/nope/artworks", headers={"X-Request-ID": bad.encode("utf-8")})
+        rid = r.headers["x-request-id"]
+        assert rid != bad and len(rid) == 32 and int(rid, 16) >= 0, (bad, rid)
+        assert r.json()["request_id"] == rid  # the problem body names the same id as the header
+        seen.add(rid)
+    assert len(seen) == 5  # a fresh id per request
+    # Every response carries one, images and refusals included.
+    img = client.get(client.get("/v1/titles/t00/artworks").json()["artworks"][0]["image_url"])
+    assert img.status_code == 200 and img.headers["x-request-id"]
+    big = client.post("/v1/choose", content=b"{" + b" " * 30_000 + b"}", headers={"content-type": "application/json"})
+    assert big.status_code == 413 and big.headers["x-request-id"] == big.json()["request_id"]
+
+
+def test_access_log_at_info_names_the_request_id(tmp_path: Path) -> None:
+    store = tmp_path / "catalog.db"
+    build_catalog(store, n_titles=1)
+    s = LiveServer(store, "--log-level", "info").start()
+    try:
+        with s.client() as c:
+            assert c.get("/v1/titles", headers={"X-Request-ID": "trace-me-42"}).status_code == 200
+            assert c.post("/v1/choose", json={"user_id": "u", "titles": ["t00"]}).status_code == 200
+            assert c.get("/nope").status_code == 404
+    finally:
+        s.stop()
+    lines = [ln for ln in s.log.read_text().splitlines() if "artwork.access" in ln]
+    assert any('"GET /v1/titles HTTP/1.1" 200' in ln and "rid=trace-me-42" in ln for ln in lines), lines
+    assert any('"POST /v1/choose HTTP/1.1" 200' in ln and "ms rid=" in ln for ln in lines), lines
+    assert any('"GET /nope HTTP/1.1" 404' in ln for ln in lines), lines
+
+
+def test_titles_list_counts_artworks_and_designer_flags(client) -> None:
+    r = client.get("/v1/titles")
+    assert r.status_code == 200
+    titles = r.json()["titles"]
+    assert [t["title_id"] for t in titles] == [f"t{i:02d}" for i in range(6)]
+    assert all(t["artworks"] == 3 and t["name"] == f"Title {int(t['title_id'][1:])}" for t in titles)
+    ids = [a["artwork_id"] for a in client.get("/v1/titles/t03/artworks").json()["artworks"]]
+    try:
+        client.post(f"/v1/artworks/{ids[0]}/disable")
+        client.post("/v1/titles/t03/pin", json={"artwork_id": ids[1]})
+        t03 = next(t for t in client.get("/v1/titles").json()["titles"] if t["title_id"] == "t03")
+        assert (t03["artworks"], t03["disabled"], t03["pinned"]) == (3, 1, ids[1])
+    finally:
+        client.post(f"/v1/artworks/{ids[0]}/enable")
+        client.delete("/v1/titles/t03/pin")
+    t03 = next(t for t in client.get("/v1/titles").json()["titles"] if t["title_id"] == "t03")
+    assert (t03["disabled"], t03["pinned"]) == (0, None)
+
+
+def test_docs_are_served_from_packaged_assets(client) -> None:
+    for page, assets in (("/docs", ("/static/swagger-ui/swagger-ui-bundle.js", "/static/swagger-ui/swagger-ui.css")),
+                         ("/redoc", ("/static/redoc/redoc.standalone.js",))):
+        html = client.get(page)
+        assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+        # Nothing from another host: a machine without internet gets the whole page.
+        assert "http://" not in html.text and "https://" not in html.text and "//cdn" not in html.text, html.text
+        for a in assets:
+            assert f'"{a}"' in html.text
+            r = client.get(a)
+            assert r.status_code == 200 and len(r.content) > 100_000, a
+            assert r.headers["content-type"].split(";")[0] in ("text/javascript", "application/javascript", "text/css")
+    assert client.get("/static/nope.js").status_code == 404
 
 
 def test_choose_page_with_per_title_errors_and_sticky_repeat(server, client) -> None:
@@ -129,19 +243,25 @@ def test_choose_validation_is_422_with_field_and_nothing_logged(server, client, 
     before = log_counts(server)
     r = client.post("/v1/choose", json=body)
     assert r.status_code == 422, r.text
-    detail = r.json()["detail"]
-    assert any(d["field"] == field for d in detail), detail
-    assert all(d["reason"] for d in detail)
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert (body["status"], body["error"], body["type"], body["instance"]) == (422, "validation", "/problems/validation",
+                                                                               "/v1/choose")
+    errors = body["errors"]
+    assert any(d["field"] == field for d in errors), errors
+    assert all(d["reason"] and d["type"] for d in errors)
+    assert field in body["detail"]  # the summary names the field too, for a human reading a log
     assert log_counts(server) == before
 
 
 def test_bad_json_and_oversized_bodies(server, client) -> None:
     before = log_counts(server)
     r = client.post("/v1/choose", content=b'{"user_id": "u", "titles": [', headers={"content-type": "application/json"})
-    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+    assert r.status_code == 422 and r.json()["errors"][0]["type"] == "json_invalid"
     big = json.dumps({"user_id": "u", "titles": ["t00"], "exclude": ["x" * 100] * 300}).encode()
     r = client.post("/v1/choose", content=big, headers={"content-type": "application/json"})
-    assert r.status_code == 413
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["error"] == "body_too_large" and "20000 bytes" in r.json()["detail"]
     # No Content-Length (chunked): refused while streaming, before the whole body is read.
     r = client.post("/v1/choose", content=iter([b'{"user_id": "u", "exclude": ["'] + [b"x" * 4096] * 10 + [b'"]}']),
                     headers={"content-type": "application/json"})
@@ -176,7 +296,8 @@ def test_feedback_join_duplicate_unknown_and_bad_rewards(server, client) -> None
     assert r.status_code == 200 and r.json() | {"message": ""} == {
         "event_id": eids[0], "status": "duplicate", "changed": False, "reward": 0.75, "message": ""}
     r = client.post("/v1/feedback", json={"event_id": "no-such-event", "click": True})
-    assert r.status_code == 404 and "unknown event" in r.json()["message"]
+    assert r.status_code == 404 and "unknown event" in r.json()["detail"]
+    assert (r.json()["error"], r.json()["event_id"], r.json()["changed"]) == ("not_found", "no-such-event", False)
     before = log_counts(server)
     for body, field in [({"event_id": eids[1], "reward": 1.5}, "reward"),
                         ({"event_id": eids[1], "reward": 1, "click": True}, "reward"),
@@ -184,12 +305,12 @@ def test_feedback_join_duplicate_unknown_and_bad_rewards(server, client) -> None
                         ({"event_id": eids[1], "click": "yes"}, "click"),
                         ({"reward": 1.0}, "event_id")]:
         r = client.post("/v1/feedback", json=body)
-        assert r.status_code == 422 and r.json()["detail"][0]["field"] == field, (body, r.text)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, (body, r.text)
     assert log_counts(server) == before
     # Batch: one bad item refuses the whole batch, nothing stored.
     r = client.post("/v1/feedback/batch", json={"events": [{"event_id": eids[1], "click": True},
                                                            {"event_id": eids[2], "reward": -1}]})
-    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "events.1.reward"
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "events.1.reward"
     assert log_counts(server) == before
     r = client.post("/v1/feedback/batch", json={"events": [{"event_id": eids[1], "click": True},
                                                            {"event_id": eids[0], "click": True},
@@ -205,7 +326,9 @@ def test_feedback_window_closes_at_reward_zero(server, client) -> None:
     res = choose(client, "carol", ["t03", "t04"])["results"]
     time.sleep(WINDOW + 1.0)
     r = client.post("/v1/feedback", json={"event_id": res[0]["event_id"], "click": False})
-    assert r.status_code == 404 and r.json()["status"] == "expired" and "closed" in r.json()["message"]
+    # Gone, not missing: the event exists, its window has closed, and a non-positive post changes nothing.
+    assert r.status_code == 410 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["error"] == "expired" and r.json()["reward"] == 0.0 and "closed" in r.json()["detail"]
     log = EventLog(Path(f"{server.store}.events.db"))
     try:
         rows = [log.decision(x["event_id"]) for x in res]
