@@ -1,4 +1,4 @@
-"""Image-side commands of the `artwork` CLI: upload, cast, show, reembed.
+"""Image-side commands of the `artwork` CLI: upload, frames, cast (add, list, remove), show, reembed.
 
 `bandit.cli` adds the decision-side commands to this same group and is the console entry point.
 Every user-facing failure becomes one clear line (click.ClickException), never a traceback.
@@ -6,6 +6,7 @@ Every user-facing failure becomes one clear line (click.ClickException), never a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -18,8 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from artwork.encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED, TINY_NAME, Encoder, WeightsUnavailable, load_encoder, load_or_tiny
+from artwork.faces import DEFAULT_THRESHOLD, FacesUnavailable
+from artwork.faces import MODEL_ID as FACE_MODEL_ID
 from artwork.images import ImageLimits, ImageRejected
-from artwork.ingest import IngestReport, Ingestor
+from artwork.ingest import CastManager, IngestReport, Ingestor
+from artwork.records import FaceSummary
 from artwork.store import DEFAULT_STORE, Catalog, StoreError
 
 console = Console(stderr=True, soft_wrap=True)  # one message, one line: easy to grep
@@ -32,7 +36,7 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ImageRejected, StoreError, WeightsUnavailable, ValueError, FileNotFoundError) as exc:
+        except (ImageRejected, StoreError, WeightsUnavailable, FacesUnavailable, ValueError, FileNotFoundError) as exc:
             # FramesError and ContextError are ValueErrors too: their messages name the file/field.
             raise click.ClickException(str(exc)) from None
     return wrapper
@@ -158,24 +162,72 @@ def frames(ctx: click.Context, title_id: str, video: str, max_candidates: int, t
 
 @cli.group()
 def cast() -> None:
-    """Manage a title's cast gallery (reference photos of its actors)."""
+    """Manage a title's cast gallery (reference photos of its actors' faces)."""
 
 
 @cast.command("add")
 @click.argument("title_id")
 @click.argument("name")
 @click.argument("refs", nargs=-1, required=True)
-@encoder_options
+@click.option("--lead", is_flag=True, help="make this actor the title's lead [default: the first actor added]")
 @click.pass_context
 @user_errors
-def cast_add(ctx: click.Context, title_id: str, name: str, refs: tuple[str, ...], **enc: Any) -> None:
-    """Add an actor with reference images to a title, then rescore its candidates."""
+def cast_add(ctx: click.Context, title_id: str, name: str, refs: tuple[str, ...], lead: bool) -> None:
+    """Add an actor with reference photos (one clear face each), then rescore the title's candidates."""
     with open_catalog(ctx, create=False) as catalog:
-        ingestor = Ingestor(catalog, resolve_encoder(catalog, **enc))
-        thresholds = ingestor.add_cast_member(title_id, name, refs)
+        thresholds = CastManager(catalog).add_cast_member(title_id, name, refs, lead=lead)
         present = sum(name in a.tags.actors_present for a in catalog.artworks(title_id))
-    console.print(f"{title_id}: cast {', '.join(sorted(thresholds))}; {name!r} found in {present} candidate(s) "
-                  f"(threshold {thresholds[name]:.3f}, calibrated on the gallery)")
+    console.print(f"{title_id}: cast {', '.join(sorted(thresholds))}; {name!r} recognised in {present} candidate(s) "
+                  f"(face distance threshold {thresholds[name]:.3f}; default {DEFAULT_THRESHOLD})")
+
+
+@cast.command("list")
+@click.argument("title_id")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.pass_context
+@user_errors
+def cast_list(ctx: click.Context, title_id: str, as_json: bool) -> None:
+    """A title's cast: lead, reference photos, threshold and the candidates each actor is recognised in."""
+    with open_catalog(ctx, create=False) as catalog:
+        if catalog.title(title_id) is None:
+            raise StoreError(f"unknown title {title_id!r}")
+        arts = catalog.artworks(title_id)
+        rows = [{"name": m.name, "lead": m.lead, "references": len(m.refs),
+                 "usable_references": sum(face is not None and face >= 0 for _, face in m.refs),
+                 "threshold": m.threshold,
+                 "recognised_in": [a.artwork_id for a in arts if m.name in a.tags.actors_present]}
+                for m in catalog.cast_members(title_id)]
+    if as_json:
+        click.echo(json.dumps({"title_id": title_id, "default_threshold": DEFAULT_THRESHOLD, "cast": rows}, indent=2))
+        return
+    if not rows:
+        out.print(f"{title_id}: no cast (add one with `artwork cast add {title_id} NAME PHOTO...`)")
+        return
+    table = Table(title=f"{title_id} cast  [dim](faces: {FACE_MODEL_ID}; default threshold {DEFAULT_THRESHOLD})[/dim]")
+    for col in ("actor", "lead", "reference photos", "threshold", "recognised in"):
+        table.add_column(col)
+    for r in rows:
+        refs = f"{r['references']}" + ("" if r["usable_references"] == r["references"]
+                                       else f" ({r['usable_references']} with a usable face)")
+        table.add_row(r["name"], "lead" if r["lead"] else "", refs,
+                      "-" if r["threshold"] is None else f"{r['threshold']:.3f}",
+                      f"{len(r['recognised_in'])} of {len(arts)} candidates")
+    out.print(table)
+
+
+@cast.command("remove")
+@click.argument("title_id")
+@click.argument("name")
+@click.pass_context
+@user_errors
+def cast_remove(ctx: click.Context, title_id: str, name: str) -> None:
+    """Remove an actor from a title's cast and rescore its candidates against the rest."""
+    with open_catalog(ctx, create=False) as catalog:
+        if catalog.title(title_id) is None:
+            raise StoreError(f"unknown title {title_id!r}")
+        thresholds = CastManager(catalog).remove_cast_member(title_id, name)
+    rest = ", ".join(sorted(thresholds)) or "none"
+    console.print(f"{title_id}: removed {name!r} from the cast; cast now: {rest}")
 
 
 def title_rows(catalog: Catalog, title_id: str) -> list[dict]:
@@ -188,7 +240,9 @@ def title_rows(catalog: Catalog, title_id: str) -> list[dict]:
             "artwork_id": a.artwork_id, "source": a.source, "width": a.width, "height": a.height,
             "sha256": a.sha256, "encoder": a.encoder_id, "pinned": a.pinned, "disabled": a.disabled,
             "top_moods": a.tags.top("moods"), "top_genres": a.tags.top("genres"),
-            "actors": a.tags.actors, "actors_present": a.tags.actors_present, "meta": a.meta,
+            "actors": a.tags.actors, "actors_present": a.tags.actors_present,
+            "actor_distances": a.tags.actor_distances,
+            "faces": None if a.tags.faces is None else dataclasses.asdict(a.tags.faces), "meta": a.meta,
         })
     return rows
 
@@ -197,22 +251,52 @@ def _fmt(pairs: list[tuple[str, float]]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in pairs)
 
 
-def tags_table(title: str, rows: list[dict], encoder_label: str) -> Table:
-    table = Table(title=f"{title}  [dim](encoder: {encoder_label})[/dim]")
-    for col in ("artwork", "source", "size", "top moods", "top genres", "actors"):
+def faces_text(faces: dict | None) -> str:
+    """'2 faces, largest 12% at x 0.31, lead' for one artwork (FaceSummary as a dict)."""
+    if faces is None:
+        return "not scanned"
+    f = FaceSummary(**faces)
+    if not f.n_faces:
+        return "none"
+    text = f"{f.n_faces} face{'s' if f.n_faces > 1 else ''}, largest {f.largest_share:.0%} at x {f.largest_x:.2f}"
+    return text + (", lead" if f.lead_visible else "")
+
+
+def actors_text(r: dict) -> str:
+    """'Name* 0.97 (d 0.12)': * recognised, then confidence and face distance."""
+    parts = []
+    for n, s in r["actors"].items():
+        d = r["actor_distances"].get(n)
+        parts.append(f"{n}{'*' if n in r['actors_present'] else ''} {s:.2f}" + (f" (d {d:.2f})" if d is not None else ""))
+    return ", ".join(parts) or "-"
+
+
+def tags_table(title: str, rows: list[dict], encoder_label: str, actors_label: str) -> Table:
+    table = Table(title=f"{title}  [dim](moods/genres: {encoder_label}; actors: {actors_label})[/dim]")
+    for col in ("artwork", "source", "size", "top moods", "top genres", "faces", "actors (* recognised)"):
         table.add_column(col)
     for r in rows:
-        actors = ", ".join(f"{n}{'*' if n in r['actors_present'] else ''} {s:.2f}" for n, s in r["actors"].items())
         flags = (" [pinned]" if r["pinned"] else "") + (" [disabled]" if r["disabled"] else "")
         table.add_row(r["artwork_id"] + flags, r["source"], f"{r['width']}x{r['height']}",
-                      _fmt(r["top_moods"]), _fmt(r["top_genres"]), actors or "-")
+                      _fmt(r["top_moods"]), _fmt(r["top_genres"]), faces_text(r["faces"]), actors_text(r))
     return table
 
 
 def encoder_label(encoder_id: str | None) -> str:
     if encoder_id and encoder_id.startswith("tiny-random-clip/"):
-        return f"{encoder_id}: TINY RANDOM TEST ENCODER, tags not meaningful"
+        return f"{encoder_id}: TINY RANDOM TEST ENCODER, mood/genre tags not meaningful"
     return encoder_id or "none yet"
+
+
+def actors_label(catalog: Catalog, title_id: str) -> str:
+    """Which path tagged the title's actors: the face model, or the version 1 CLIP matcher."""
+    methods = catalog.actor_methods(title_id)
+    if not methods:
+        return "no cast" if not catalog.cast_members(title_id) else "not scored yet"
+    if methods == {f"face:{FACE_MODEL_ID}"}:
+        return f"face model {FACE_MODEL_ID}, not CLIP"
+    return ("matched by CLIP before faces existed (" + ", ".join(sorted(methods)) + "): upload to the title "
+            "or `artwork cast add` again to rescore by face")
 
 
 @cli.command()
@@ -225,10 +309,13 @@ def show(ctx: click.Context, title_id: str, as_json: bool) -> None:
     with open_catalog(ctx, create=False) as catalog:
         rows = title_rows(catalog, title_id)
         label = encoder_label(catalog.encoder_id)
+        actors = actors_label(catalog, title_id)
+        thresholds = catalog.cast_thresholds(title_id)
     if as_json:
-        click.echo(json.dumps({"title_id": title_id, "encoder": label, "artworks": rows}, indent=2))
+        click.echo(json.dumps({"title_id": title_id, "encoder": label, "actors_tagged_by": actors,
+                               "actor_thresholds": thresholds, "artworks": rows}, indent=2))
     else:
-        out.print(tags_table(title_id, rows, label))
+        out.print(tags_table(title_id, rows, label, actors))
 
 
 @cli.command()

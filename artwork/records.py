@@ -13,14 +13,44 @@ class Title:
     name: str
 
 
+@dataclass(frozen=True)
+class ActorMatch:
+    """How one actor scored on one artwork."""
+
+    score: float  # confidence 0..1 (0.5 at the actor's threshold)
+    present: bool
+    distance: float | None = None  # descriptor distance of the matched face (None: no face in the artwork)
+    face: int | None = None  # which of the artwork's faces
+    method: str | None = None  # what tagged it: "face:<face model id>"
+
+
+@dataclass
+class FaceSummary:
+    """What the faces in one artwork add up to (see artwork/faces.py for how they are found)."""
+
+    n_faces: int = 0
+    largest_share: float = 0.0  # area of the largest face's box / area of the frame
+    largest_x: float | None = None  # horizontal centre of the largest face, 0 (left) .. 1 (right)
+    lead: str | None = None  # the title's lead cast member (None: the title has no cast)
+    lead_visible: bool = False  # the lead's face was recognised in the artwork
+
+
 @dataclass
 class Tags:
-    """Per-label scores for one artwork: probabilities for moods/genres, similarities for actors."""
+    """Per-label scores for one artwork: probabilities for moods/genres, confidences for actors.
+
+    Actor confidences come from face descriptor distances (`actor_distances`: the closest face in
+    the artwork to the actor's nearest reference face) and lie in 0..1, 0.5 at the gallery's
+    threshold; `actors_present` names the actors recognised. `faces` is None until the artwork's
+    image has been scanned for faces.
+    """
 
     moods: dict[str, float] = field(default_factory=dict)
     genres: dict[str, float] = field(default_factory=dict)
     actors: dict[str, float] = field(default_factory=dict)
     actors_present: list[str] = field(default_factory=list)
+    actor_distances: dict[str, float] = field(default_factory=dict)
+    faces: FaceSummary | None = None
 
     def top(self, kind: str, k: int = 3) -> list[tuple[str, float]]:
         """The k highest-scoring labels of one kind ('moods', 'genres' or 'actors')."""

@@ -1,8 +1,15 @@
-"""The catalog: one SQLite file (WAL) holding titles, artworks, original bytes, embeddings, tags, cast.
+"""The catalog: one SQLite file (WAL) holding titles, artworks, original bytes, embeddings, tags,
+faces and cast.
 
-Embeddings and mood/genre tags are keyed by (image sha256, encoder id), so the same bytes are
-never embedded twice, whichever title they belong to. Every multi-row change runs in one
-transaction: a process killed mid-upload leaves either the whole artwork or none of it.
+Embeddings and mood/genre tags are keyed by (image sha256, encoder id), faces by (image sha256,
+face model id), so the same bytes are never embedded or scanned for faces twice, whichever title
+they belong to. Every multi-row change runs in one transaction: a process killed mid-upload leaves
+either the whole artwork or none of it.
+
+Schema version 2 added faces (`face_scans`, `faces`), the lead flag of a cast member, the face
+chosen from each cast reference and the distance behind each actor score. A version 1 catalog is
+migrated when opened (added tables and columns, no rows rewritten); its artworks get their faces
+the next time their title is written to (`artwork.ingest.CastManager.ensure_faces`).
 """
 
 from __future__ import annotations
@@ -12,11 +19,14 @@ import json
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from artwork.records import Artwork, Tags, Title
+from artwork.faces import MODEL_ID as FACE_MODEL_ID
+from artwork.faces import FaceRecord, FaceScan
+from artwork.records import ActorMatch, Artwork, FaceSummary, Tags, Title
 from artwork.sqlite import WalDatabase, connect_wal
 
 DEFAULT_STORE = "artwork.db"
@@ -50,7 +60,27 @@ CREATE TABLE IF NOT EXISTS actor_scores (
     artwork_id TEXT NOT NULL REFERENCES artworks(artwork_id), actor TEXT NOT NULL,
     score REAL NOT NULL, present INTEGER NOT NULL, PRIMARY KEY (artwork_id, actor));
 CREATE INDEX IF NOT EXISTS artworks_by_title ON artworks(title_id);
+CREATE TABLE IF NOT EXISTS face_scans (
+    sha256 TEXT NOT NULL, model TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    n_faces INTEGER NOT NULL, PRIMARY KEY (sha256, model));
+CREATE TABLE IF NOT EXISTS faces (
+    sha256 TEXT NOT NULL, model TEXT NOT NULL, face INTEGER NOT NULL, geometry TEXT NOT NULL,
+    descriptor BLOB NOT NULL, PRIMARY KEY (sha256, model, face));
 """
+
+SCHEMA_VERSION = 2
+#: Columns added after version 1: (table, column, declaration). Added in place when missing.
+ADDED_COLUMNS = (
+    ("cast_members", "lead", "INTEGER NOT NULL DEFAULT 0"),
+    # index into the reference image's faces; NULL: not chosen yet (a version 1 reference),
+    # -1: the image has no single clear face and does not count
+    ("cast_refs", "face", "INTEGER"),
+    ("actor_scores", "distance", "REAL"),
+    ("actor_scores", "face", "INTEGER"),
+    ("actor_scores", "method", "TEXT"),  # NULL: scored by the CLIP matcher of version 1
+)
+#: Longest cast member name: "actor:" + name must fit a taste key (bandit.features.MAX_TASTE_KEY_CHARS).
+MAX_CAST_NAME_CHARS = 120
 
 
 class StoreError(RuntimeError):
@@ -74,6 +104,16 @@ def _blob_to_vec(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4").copy()
 
 
+@dataclass(frozen=True)
+class CastMember:
+    """One actor of a title's cast gallery, as stored."""
+
+    name: str
+    lead: bool  # the title's lead (flagged, or else the first member added)
+    threshold: float | None  # distance threshold calibrated on the gallery (None before the first scoring)
+    refs: tuple[tuple[str, int | None], ...]  # (reference image sha256, index of its face; -1: none usable)
+
+
 class Catalog(WalDatabase):
     """A connection to one catalog file. Safe to share between threads of one process."""
 
@@ -94,6 +134,13 @@ class Catalog(WalDatabase):
             for stmt in SCHEMA.strip().split(";"):
                 if stmt.strip():
                     db.execute(stmt)
+            self._migrate(db)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        for table, column, decl in ADDED_COLUMNS:
+            if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self._db.close()
@@ -185,8 +232,9 @@ class Catalog(WalDatabase):
         tags: dict,
         vocab: str,
         meta: dict | None = None,
+        faces: FaceScan | None = None,
     ) -> tuple[str, bool]:
-        """Store one artwork with its bytes, embedding and tags atomically; returns (id, created)."""
+        """Store one artwork with its bytes, embedding, tags and faces atomically; returns (id, created)."""
         artwork_id = artwork_id_for(title_id, sha256)
         with self.transaction() as db:
             self._claim_encoder(db, encoder_id)
@@ -197,12 +245,53 @@ class Catalog(WalDatabase):
                        (sha256, encoder_id, int(embedding.shape[0]), _vec_to_blob(embedding)))
             db.execute("INSERT OR IGNORE INTO image_tags VALUES (?, ?, ?, ?)",
                        (sha256, encoder_id, vocab, json.dumps(tags)))
+            if faces is not None:
+                self._put_face_scan(db, sha256, faces)
             db.execute(
                 "INSERT INTO artworks (artwork_id, title_id, sha256, source, width, height, "
                 "size_bytes, created, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (artwork_id, title_id, sha256, source, width, height, len(data), time.time(),
                  json.dumps(meta or {})))
         return artwork_id, True
+
+    # -- faces ----------------------------------------------------------------------------------
+    def face_scan(self, sha256: str, model: str = FACE_MODEL_ID) -> FaceScan | None:
+        """The faces stored for these image bytes (None: never scanned with this face model)."""
+        rows = self._query("SELECT width, height, n_faces FROM face_scans WHERE sha256=? AND model=?",
+                           (sha256, model))
+        if not rows:
+            return None
+        width, height, n = rows[0]
+        faces = self._query("SELECT geometry, descriptor FROM faces WHERE sha256=? AND model=? ORDER BY face",
+                            (sha256, model))
+        if len(faces) != n:
+            raise StoreError(f"catalog {self.path}: image {sha256[:12]} should have {n} faces stored, has {len(faces)}")
+        return FaceScan(width, height, tuple(FaceRecord.from_json(json.loads(g), _blob_to_vec(d)) for g, d in faces),
+                        model)
+
+    def put_face_scan(self, sha256: str, scan: FaceScan) -> None:
+        """Store the faces of image bytes (kept if already stored: the same bytes have the same faces)."""
+        with self.transaction() as db:
+            self._put_face_scan(db, sha256, scan)
+
+    def _put_face_scan(self, db: sqlite3.Connection, sha256: str, scan: FaceScan) -> None:
+        if db.execute("SELECT 1 FROM face_scans WHERE sha256=? AND model=?", (sha256, scan.model)).fetchone():
+            return
+        db.execute("INSERT INTO face_scans VALUES (?, ?, ?, ?, ?)",
+                   (sha256, scan.model, scan.width, scan.height, len(scan.faces)))
+        for i, f in enumerate(scan.faces):
+            db.execute("INSERT INTO faces VALUES (?, ?, ?, ?, ?)",
+                       (sha256, scan.model, i, json.dumps(f.to_json()), _vec_to_blob(f.descriptor)))
+
+    def unscanned_hashes(self, title_id: str | None = None, model: str = FACE_MODEL_ID) -> list[str]:
+        """Artwork images (of one title, or all) and cast references never scanned with this face model."""
+        where, args = ("WHERE a.title_id=?", (title_id,)) if title_id is not None else ("", ())
+        ref_where = "WHERE m.title_id=?" if title_id is not None else ""
+        return [r[0] for r in self._query(
+            f"SELECT sha256 FROM (SELECT a.sha256 FROM artworks a {where} UNION "
+            f"SELECT r.sha256 FROM cast_refs r JOIN cast_members m USING (actor_id) {ref_where}) "
+            "WHERE sha256 NOT IN (SELECT sha256 FROM face_scans WHERE model=?) ORDER BY sha256",
+            (*args, *args, model))]
 
     def image_bytes(self, artwork_id: str) -> bytes | None:
         rows = self._query("SELECT b.data FROM artworks a JOIN blobs b USING (sha256) "
@@ -226,18 +315,25 @@ class Catalog(WalDatabase):
             "SELECT a.artwork_id, a.title_id, a.sha256, a.source, a.width, a.height, a.size_bytes, "
             "a.created, a.meta, a.disabled, a.pinned, e.vector, "
             "(SELECT t.tags FROM image_tags t WHERE t.sha256=a.sha256 AND t.encoder_id=? "
-            "  AND (? IS NULL OR t.vocab=?) ORDER BY t.rowid DESC LIMIT 1) "
+            "  AND (? IS NULL OR t.vocab=?) ORDER BY t.rowid DESC LIMIT 1), fs.n_faces, f.geometry "
             "FROM artworks a LEFT JOIN embeddings e ON e.sha256=a.sha256 AND e.encoder_id=? "
+            "LEFT JOIN face_scans fs ON fs.sha256=a.sha256 AND fs.model=? "
+            "LEFT JOIN faces f ON f.sha256=a.sha256 AND f.model=? AND f.face=0 "
             f"WHERE {where} ORDER BY a.created, a.artwork_id",
-            (enc, vocab, vocab, enc, *args))
+            (enc, vocab, vocab, enc, FACE_MODEL_ID, FACE_MODEL_ID, *args))
         out = []
-        for (aid, tid, sha, src, w, h, size, created, meta, disabled, pinned, vec, tags) in rows:
+        for (aid, tid, sha, src, w, h, size, created, meta, disabled, pinned, vec, tags, n_faces, largest) in rows:
             tagd = json.loads(tags) if tags else {}
+            faces = None
+            if n_faces is not None:
+                geo = json.loads(largest) if largest else {}
+                faces = FaceSummary(n_faces=int(n_faces), largest_share=float(geo.get("share", 0.0)),
+                                    largest_x=geo.get("x_centre"))
             out.append(Artwork(
                 artwork_id=aid, title_id=tid, sha256=sha, source=src, width=w, height=h,
                 size_bytes=size, created=created, encoder_id=enc if vec is not None else None,
                 embedding=_blob_to_vec(vec) if vec is not None else None,
-                tags=Tags(moods=tagd.get("moods", {}), genres=tagd.get("genres", {})),
+                tags=Tags(moods=tagd.get("moods", {}), genres=tagd.get("genres", {}), faces=faces),
                 meta=json.loads(meta), disabled=bool(disabled), pinned=bool(pinned)))
         self._attach_actor_scores(out)
         return out
@@ -247,12 +343,19 @@ class Catalog(WalDatabase):
             return
         by_id = {a.artwork_id: a for a in arts}
         marks = ",".join("?" * len(by_id))
-        for aid, actor, score, present in self._query(
-                f"SELECT artwork_id, actor, score, present FROM actor_scores "
+        for aid, actor, score, present, dist in self._query(
+                f"SELECT artwork_id, actor, score, present, distance FROM actor_scores "
                 f"WHERE artwork_id IN ({marks}) ORDER BY actor", tuple(by_id)):
             by_id[aid].tags.actors[actor] = score
             if present:
                 by_id[aid].tags.actors_present.append(actor)
+            if dist is not None:
+                by_id[aid].tags.actor_distances[actor] = dist
+        leads = self.leads({a.title_id for a in arts})
+        for a in arts:
+            if a.tags.faces is not None:
+                a.tags.faces.lead = leads.get(a.title_id)
+                a.tags.faces.lead_visible = a.tags.faces.lead in a.tags.actors_present
 
     def set_flags(self, artwork_id: str, *, pinned: bool | None = None, disabled: bool | None = None) -> None:
         """Designer controls: pin (at most one per title) or disable a candidate."""
@@ -268,24 +371,81 @@ class Catalog(WalDatabase):
                 db.execute("UPDATE artworks SET disabled=? WHERE artwork_id=?", (int(disabled), artwork_id))
 
     # -- cast -------------------------------------------------------------------------------
-    def add_cast_member(self, title_id: str, name: str, refs: list[tuple[str, bytes, np.ndarray]],
-                        encoder_id: str) -> int:
-        """Add (or extend) a cast member with reference images (sha256, bytes, embedding)."""
-        if not name.strip():
-            raise StoreError("cast member name must not be empty")
+    def add_cast_member(self, title_id: str, name: str, refs: list[tuple[str, bytes, FaceScan, int]],
+                        lead: bool = False) -> int:
+        """Add (or extend) a cast member with reference images: (sha256, bytes, faces, main face index).
+
+        `lead` makes the member the title's lead (otherwise the first member added is).
+        """
+        if not name.strip() or name != name.strip():
+            raise StoreError(f"cast member name {name!r} must be non-empty, without leading or trailing spaces")
+        if len(name) > MAX_CAST_NAME_CHARS:
+            raise StoreError(f"cast member name has {len(name)} characters; at most {MAX_CAST_NAME_CHARS}")
+        if any(ord(c) < 32 or 0x7f <= ord(c) <= 0x9f or 0xd800 <= ord(c) <= 0xdfff for c in name):
+            raise StoreError(f"cast member name {name!r} contains a control character or a lone surrogate")
         with self.transaction() as db:
-            self._claim_encoder(db, encoder_id)
             if not db.execute("SELECT 1 FROM titles WHERE title_id=?", (title_id,)).fetchone():
                 raise StoreError(f"unknown title {title_id!r}: upload artwork or create it first")
             db.execute("INSERT OR IGNORE INTO cast_members (title_id, name) VALUES (?, ?)", (title_id, name))
             actor_id = db.execute("SELECT actor_id FROM cast_members WHERE title_id=? AND name=?",
                                   (title_id, name)).fetchone()[0]
-            for sha, data, vec in refs:
+            if lead:
+                db.execute("UPDATE cast_members SET lead=(actor_id=?) WHERE title_id=?", (actor_id, title_id))
+            for sha, data, scan, face in refs:
                 db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (sha, data))
-                db.execute("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?, ?)",
-                           (sha, encoder_id, int(vec.shape[0]), _vec_to_blob(vec)))
-                db.execute("INSERT OR IGNORE INTO cast_refs VALUES (?, ?)", (actor_id, sha))
+                self._put_face_scan(db, sha, scan)
+                db.execute("INSERT OR REPLACE INTO cast_refs (actor_id, sha256, face) VALUES (?, ?, ?)",
+                           (actor_id, sha, face))
         return int(actor_id)
+
+    def remove_cast_member(self, title_id: str, name: str) -> None:
+        """Remove an actor, its references and its scores from a title (StoreError if not in the cast)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT actor_id FROM cast_members WHERE title_id=? AND name=?",
+                             (title_id, name)).fetchone()
+            if row is None:
+                known = [r[0] for r in db.execute("SELECT name FROM cast_members WHERE title_id=? ORDER BY actor_id",
+                                                  (title_id,))]
+                raise StoreError(f"{name!r} is not in the cast of {title_id!r} (cast: "
+                                 f"{', '.join(map(repr, known)) or 'none'})")
+            refs = [r[0] for r in db.execute("SELECT sha256 FROM cast_refs WHERE actor_id=?", row)]
+            db.execute("DELETE FROM cast_refs WHERE actor_id=?", row)
+            db.execute("DELETE FROM cast_members WHERE actor_id=?", row)
+            db.execute("DELETE FROM actor_scores WHERE actor=? AND artwork_id IN "
+                       "(SELECT artwork_id FROM artworks WHERE title_id=?)", (name, title_id))
+            for sha in refs:  # a reference photo nobody else uses goes with its actor
+                if not db.execute("SELECT 1 FROM artworks WHERE sha256=? UNION ALL "
+                                  "SELECT 1 FROM cast_refs WHERE sha256=?", (sha, sha)).fetchone():
+                    db.execute("DELETE FROM blobs WHERE sha256=?", (sha,))
+                    db.execute("DELETE FROM faces WHERE sha256=?", (sha,))
+                    db.execute("DELETE FROM face_scans WHERE sha256=?", (sha,))
+
+    def cast_members(self, title_id: str) -> list[CastMember]:
+        """The title's cast in the order added; exactly one is the lead when there is any cast."""
+        rows = self._query("SELECT actor_id, name, lead, threshold FROM cast_members WHERE title_id=? "
+                           "ORDER BY actor_id", (title_id,))
+        refs: dict[int, list[tuple[str, int | None]]] = {}
+        for actor_id, sha, face in self._query(
+                "SELECT r.actor_id, r.sha256, r.face FROM cast_refs r JOIN cast_members m USING (actor_id) "
+                "WHERE m.title_id=? ORDER BY r.rowid", (title_id,)):
+            refs.setdefault(actor_id, []).append((sha, face))
+        lead_id = next((r[0] for r in rows if r[2]), rows[0][0] if rows else None)
+        return [CastMember(name, actor_id == lead_id, thr, tuple(refs.get(actor_id, ())))
+                for actor_id, name, _lead, thr in rows]
+
+    def leads(self, title_ids: set[str] | None = None) -> dict[str, str]:
+        """title id -> its lead cast member (flagged lead, else the first added), for titles with a cast."""
+        out: dict[str, str] = {}
+        for tid, name in self._query("SELECT title_id, name FROM cast_members ORDER BY lead DESC, actor_id"):
+            if title_ids is None or tid in title_ids:
+                out.setdefault(tid, name)
+        return out
+
+    def set_ref_face(self, title_id: str, name: str, sha256: str, face: int) -> None:
+        """Record which face of a reference image is the actor's (-1: none usable)."""
+        with self.transaction() as db:
+            db.execute("UPDATE cast_refs SET face=? WHERE sha256=? AND actor_id=(SELECT actor_id FROM "
+                       "cast_members WHERE title_id=? AND name=?)", (face, sha256, title_id, name))
 
     def cast(self, title_id: str) -> dict[str, list[bytes]]:
         """Cast member name -> reference image bytes, for one title."""
@@ -308,20 +468,26 @@ class Catalog(WalDatabase):
             "SELECT name, threshold FROM cast_members WHERE title_id=? AND threshold IS NOT NULL",
             (title_id,))}
 
-    def put_actor_scores(self, scores: dict[str, dict[str, tuple[float, bool]]]) -> None:
-        """Replace the actor scores of the given artworks: artwork_id -> actor -> (score, present)."""
+    def put_actor_scores(self, scores: dict[str, dict[str, ActorMatch]]) -> None:
+        """Replace the actor scores of the given artworks: artwork_id -> actor -> match."""
         with self.transaction() as db:
             for aid, per_actor in scores.items():
                 db.execute("DELETE FROM actor_scores WHERE artwork_id=?", (aid,))
-                for actor, (score, present) in per_actor.items():
-                    db.execute("INSERT INTO actor_scores VALUES (?, ?, ?, ?)",
-                               (aid, actor, float(score), int(present)))
+                for actor, m in per_actor.items():
+                    db.execute("INSERT INTO actor_scores (artwork_id, actor, score, present, distance, face, method) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (aid, actor, float(m.score), int(m.present), m.distance, m.face, m.method))
+
+    def actor_methods(self, title_id: str | None = None) -> set[str]:
+        """What tagged the stored actor scores ("face:<model>"; "clip" for version 1 CLIP matching)."""
+        where, args = ("WHERE a.title_id=?", (title_id,)) if title_id is not None else ("", ())
+        return {m or "clip" for (m,) in self._query(
+            f"SELECT DISTINCT s.method FROM actor_scores s JOIN artworks a USING (artwork_id) {where}", args)}
 
     # -- re-embedding -----------------------------------------------------------------------
     def all_image_hashes(self) -> list[str]:
-        """Every image the catalog embeds: artworks and cast references."""
-        return [r[0] for r in self._query(
-            "SELECT sha256 FROM artworks UNION SELECT sha256 FROM cast_refs")]
+        """Every image the catalog embeds: the artworks (cast references are matched by face, not CLIP)."""
+        return [r[0] for r in self._query("SELECT DISTINCT sha256 FROM artworks ORDER BY sha256")]
 
     def blob(self, sha256: str) -> bytes:
         return bytes(self._query("SELECT data FROM blobs WHERE sha256=?", (sha256,))[0][0])
@@ -344,7 +510,7 @@ class Catalog(WalDatabase):
     def stats(self) -> dict[str, int]:
         """Row counts and file size, for `show` and metrics."""
         counts = {t: self._query(f"SELECT COUNT(*) FROM {t}")[0][0]
-                  for t in ("titles", "artworks", "blobs", "embeddings", "cast_members")}
+                  for t in ("titles", "artworks", "blobs", "embeddings", "cast_members", "faces")}
         files = [self.path.with_name(self.path.name + sfx) for sfx in ("", "-wal", "-shm")]
         counts["file_bytes"] = sum(f.stat().st_size for f in files if f.exists())
         return counts

@@ -4,29 +4,33 @@ Moods/genres: each label's text embedding is the normalised mean of several prom
 (a prompt ensemble, as in the CLIP paper); an image's label probabilities are the softmax of
 the model's own logit scale times cosine similarity, separately over moods and over genres.
 
-Actors: every cast reference photo is embedded whole and as crops, every candidate whole and as
-crops (so a face in a corner still meets a close view of it); the image score is the best cosine
-over those view pairs, plus a small weight times the similarity to "a photo of NAME" prompts.
-Each actor's present/absent threshold is calibrated on the gallery itself: augmented copies of
-the actor's own photos must score above it, other actors' photos and plain distractor images
-below it.
+Actors: by face, not by CLIP (a CLIP embedding describes a scene, not an identity). Every cast
+reference photo contributes its one clear face's 128-d descriptor (artwork/faces.py); every face
+found in a candidate is compared with them by Euclidean distance. The threshold is dlib's 0.6,
+tightened per gallery when two of its actors look alike (`calibrate_thresholds`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
 
 from artwork.encoder import Encoder
+from artwork.faces import DEFAULT_THRESHOLD, FaceScan, distance
+from artwork.faces import MODEL_ID as FACE_MODEL_ID
+from artwork.records import ActorMatch
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 VOCAB_DIR = ASSETS / "vocab"
-TEXT_WEIGHT = 0.1  # the name prompt is a weak second signal next to the image match
+#: Calibration never tightens a threshold below this: one person's photos sit up to ~0.45 apart.
+MIN_THRESHOLD = 0.45
+THRESHOLD_SHARE = 0.75
+CONFIDENCE_SCALE = 0.05  # distance units over which confidence goes from 0.5 to about 0.27 / 0.73
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -44,7 +48,6 @@ class Vocabulary:
     genres: tuple[str, ...]
     mood_templates: tuple[str, ...]
     genre_templates: tuple[str, ...]
-    actor_templates: tuple[str, ...]
 
     @property
     def key(self) -> str:
@@ -58,9 +61,8 @@ def load_vocabulary(directory: Path = VOCAB_DIR) -> Vocabulary:
     """Read moods, genres and prompt templates from a vocabulary folder."""
     d = Path(directory)
     vocab = Vocabulary(*(tuple(_read_lines(d / f)) for f in (
-        "moods.txt", "genres.txt", "mood_templates.txt", "genre_templates.txt", "actor_templates.txt")))
-    for name, templates in (("mood", vocab.mood_templates), ("genre", vocab.genre_templates),
-                            ("actor", vocab.actor_templates)):
+        "moods.txt", "genres.txt", "mood_templates.txt", "genre_templates.txt")))
+    for name, templates in (("mood", vocab.mood_templates), ("genre", vocab.genre_templates)):
         bad = [t for t in templates if t.count("{}") != 1]
         if bad:
             raise ValueError(f"{d}/{name}_templates.txt: each template needs exactly one '{{}}', not {bad[0]!r}")
@@ -102,115 +104,70 @@ class ZeroShotTagger:
         ]
 
 
-def views(image: Image.Image) -> list[Image.Image]:
-    """The whole image, its four quadrants and its centre: crops let a small face count."""
-    w, h = image.size
-    boxes = [(0, 0, w // 2, h // 2), (w // 2, 0, w, h // 2), (0, h // 2, w // 2, h),
-             (w // 2, h // 2, w, h), (w // 4, h // 4, 3 * w // 4, 3 * h // 4)]
-    return [image] + [image.crop(b) for b in boxes]
+def confidence(dist: float, threshold: float) -> float:
+    """Distance -> confidence in 0..1: 0.5 at the threshold, about 0.95 at 0.15 inside it."""
+    return float(1.0 / (1.0 + math.exp((dist - threshold) / CONFIDENCE_SCALE)))
 
 
-def _augment(image: Image.Image, rng: np.random.Generator) -> list[Image.Image]:
-    """Copies of a reference photo as it may appear in artwork: cropped, resized, in a corner."""
-    w, h = image.size
-    cw, ch = int(w * 0.75), int(h * 0.75)
-    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    crop = image.crop((x, y, x + cw, y + ch))
-    small = image.resize((max(32, w // 2), max(32, h // 2)))
-    canvas = Image.new("RGB", (w * 2, h * 2), tuple(int(v) for v in rng.integers(0, 255, 3)))
-    canvas.paste(image, (int(rng.integers(0, w + 1)), int(rng.integers(0, h + 1))))
-    return [crop, small, canvas, image.filter(ImageFilter.GaussianBlur(1))]
+def calibrate_thresholds(refs: dict[str, list[np.ndarray]]) -> dict[str, float]:
+    """Each actor's distance threshold, from the distances between actors in the gallery.
 
-
-def distractors(size: int = 224, n: int = 6, seed: int = 0) -> list[Image.Image]:
-    """Plain images that contain no one: gradients, noise, blocks (calibration negatives)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        if i % 3 == 0:
-            arr = np.linspace(0, 255, size, dtype=np.float32)[None, :, None] * rng.random(3)[None, None, :]
-            arr = np.broadcast_to(arr, (size, size, 3))
-            out.append(Image.fromarray(arr.astype(np.uint8)))
-        elif i % 3 == 1:
-            out.append(Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)))
-        else:
-            im = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 256, 3)))
-            d = ImageDraw.Draw(im)
-            for _ in range(5):
-                x0, y0 = (int(v) for v in rng.integers(0, size - 40, 2))
-                d.rectangle((x0, y0, x0 + 40, y0 + 40), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-            out.append(im)
+    dlib's 0.6 separates people in general; an actor whose nearest other cast member sits at d gets
+    `THRESHOLD_SHARE * d` when that is tighter (not below `MIN_THRESHOLD`), so two look-alikes in
+    one cast do not both claim the faces between them. With one actor there is nothing to
+    calibrate on and the default stands. `THRESHOLD_SHARE` is 0.6 / 0.8: the default relative to
+    a typical distance between two different people.
+    """
+    out = {}
+    for name, own in refs.items():
+        others = [r for n, rs in refs.items() if n != name for r in rs]
+        if not own or not others:
+            out[name] = DEFAULT_THRESHOLD
+            continue
+        nearest = min(distance(a, b) for a in own for b in others)
+        out[name] = float(min(DEFAULT_THRESHOLD, max(MIN_THRESHOLD, THRESHOLD_SHARE * nearest)))
     return out
 
 
-@dataclass
-class ActorScore:
-    score: float
-    present: bool
+class FaceGallery:
+    """Recognises a title's cast in artwork by face descriptor distance.
 
+    Each face in an artwork goes to the actor whose nearest reference face is closest, if that
+    distance is within the actor's threshold; an actor's confidence on an artwork comes from its
+    closest face there, whichever actor that face went to.
+    """
 
-class ActorMatcher:
-    """Matches candidate images against one title's cast gallery."""
+    method = f"face:{FACE_MODEL_ID}"
 
-    def __init__(self, encoder: Encoder, gallery: dict[str, list[Image.Image]],
-                 templates: Sequence[str] | None = None, seed: int = 0):
-        if not gallery:
-            raise ValueError("the cast gallery is empty")
-        self.encoder = encoder
-        self.names = sorted(gallery)
-        # Image embeddings share a large common direction (CLIP's and, more so, a random net's);
-        # centring on plain distractor images first makes the cosine measure what differs.
-        self._neg_views = self._embed_views(distractors())
-        self.center = np.concatenate(self._neg_views).mean(axis=0)
-        self.ref_views: dict[str, np.ndarray] = {}
-        for name in self.names:
-            if not gallery[name]:
-                raise ValueError(f"cast member {name!r} has no reference image")
-            imgs = [v for ref in gallery[name] for v in views(ref)]
-            self.ref_views[name] = self._centred(encoder.embed_images(imgs))
-        templates = templates or load_vocabulary().actor_templates
-        self.name_emb = ensemble_embeddings(encoder, self.names, templates)
-        self.thresholds = self._calibrate(gallery, np.random.default_rng(seed))
+    def __init__(self, refs: dict[str, list[np.ndarray]]):
+        self.refs = {n: [np.asarray(r, np.float32) for r in rs] for n, rs in refs.items() if rs}
+        if not self.refs:
+            raise ValueError("the cast gallery has no reference face")
+        self.names = sorted(self.refs)
+        self.thresholds = calibrate_thresholds(self.refs)
 
-    def _raw_scores(self, view_emb: list[np.ndarray]) -> np.ndarray:
-        """(n_images, n_actors) combined scores from each image's view embeddings."""
-        out = np.zeros((len(view_emb), len(self.names)), np.float32)
-        for i, v in enumerate(view_emb):
-            cv = self._centred(v)
-            for j, name in enumerate(self.names):
-                image_sim = float((cv @ self.ref_views[name].T).max())
-                text_sim = float(v[0] @ self.name_emb[j])
-                out[i, j] = image_sim + TEXT_WEIGHT * text_sim
+    def distances(self, scan: FaceScan) -> np.ndarray:
+        """(n_faces, n_actors): each face's distance to each actor's nearest reference."""
+        out = np.zeros((len(scan.faces), len(self.names)), np.float32)
+        for i, f in enumerate(scan.faces):
+            for j, n in enumerate(self.names):
+                out[i, j] = min(distance(f.descriptor, r) for r in self.refs[n])
         return out
 
-    def _centred(self, x: np.ndarray) -> np.ndarray:
-        x = x - self.center
-        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-    def _embed_views(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
-        k = len(views(images[0])) if images else 0
-        flat = self.encoder.embed_images([v for im in images for v in views(im)])
-        return [flat[i * k:(i + 1) * k] for i in range(len(images))]
-
-    def _calibrate(self, gallery: dict[str, list[Image.Image]], rng: np.random.Generator) -> dict[str, float]:
-        pos_imgs: list[tuple[str, Image.Image]] = [(n, a) for n in self.names for ref in gallery[n]
-                                                   for a in _augment(ref, rng)]
-        pos = self._raw_scores(self._embed_views([im for _, im in pos_imgs]))
-        neg = self._raw_scores(self._neg_views)
-        thresholds = {}
-        for j, name in enumerate(self.names):
-            own = np.array([pos[i, j] for i, (n, _) in enumerate(pos_imgs) if n == name])
-            others = np.concatenate([neg[:, j], [pos[i, j] for i, (n, _) in enumerate(pos_imgs) if n != name]])
-            # Midway between the weakest true match and the strongest impostor; if they overlap,
-            # the impostors' maximum wins so that a present flag stays trustworthy.
-            lo, hi = float(np.min(own)), float(np.max(others))
-            thresholds[name] = (lo + hi) / 2 if lo > hi else hi + 1e-6
-        return thresholds
-
-    def score(self, images: Sequence[Image.Image]) -> list[dict[str, ActorScore]]:
-        """Per image: actor name -> score and present/absent."""
-        if not images:
-            return []
-        raw = self._raw_scores(self._embed_views(images))
-        return [{n: ActorScore(float(raw[i, j]), bool(raw[i, j] >= self.thresholds[n]))
-                 for j, n in enumerate(self.names)} for i in range(len(images))]
+    def match(self, scan: FaceScan) -> dict[str, ActorMatch]:
+        """Per actor: confidence, presence, distance and which face, for one artwork's faces."""
+        if not scan.faces:
+            return {n: ActorMatch(0.0, False, None, None, self.method) for n in self.names}
+        d = self.distances(scan)
+        present: set[str] = set()
+        for i in range(d.shape[0]):
+            j = int(np.argmin(d[i]))
+            if d[i, j] <= self.thresholds[self.names[j]]:
+                present.add(self.names[j])
+        out = {}
+        for j, n in enumerate(self.names):
+            i = int(np.argmin(d[:, j]))
+            dist = float(d[i, j])
+            out[n] = ActorMatch(round(confidence(dist, self.thresholds[n]), 4), n in present, round(dist, 4), i,
+                                self.method)
+        return out

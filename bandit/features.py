@@ -19,6 +19,7 @@ from artwork.records import Artwork, Tags
 __all__ = [
     "TAG_KINDS",
     "EMB_PREFIX",
+    "FACE_FEATURES",
     "ContextError",
     "LIMITS",
     "MAX_USER_ID_CHARS",
@@ -34,6 +35,7 @@ __all__ = [
     "EmbeddingProjection",
     "taste_from_history",
     "tag_features",
+    "face_features",
     "candidate_from_artwork",
     "candidates_from_artworks",
 ]
@@ -42,6 +44,13 @@ __all__ = [
 TAG_KINDS: dict[str, str] = {"moods": "mood", "genres": "genre", "actors": "actor"}
 #: Candidate feature keys starting with this are embedding-projection components ("emb:0", ...).
 EMB_PREFIX = "emb:"
+#: Face features of a candidate (from `Tags.faces`): a fixed set of names, so however many faces
+#: and cast members an artwork has, it adds at most these keys (which cast members are visible is
+#: the "actor:<name>" tags). "face:one" / "face:two" / "face:group" one-hot the number of faces
+#: (a close-up and a group shot are different kinds of image, not more or less of one); share: the
+#: largest face's area over the frame's; x: its horizontal centre, 0 left .. 1 right; lead: the
+#: title's lead is recognised; cast: some cast member is. An artwork without faces has none of them.
+FACE_FEATURES = ("face:one", "face:two", "face:group", "face:share", "face:x", "face:lead", "face:cast")
 
 
 class ContextError(ValueError):
@@ -219,8 +228,9 @@ class UserContext:
 class Candidate:
     """One artwork as a policy sees it: its id and a flat feature dict.
 
-    Feature keys: "mood:<label>", "genre:<label>", "actor:<name>" for tags and "emb:<i>" for
-    embedding-projection components. An empty dict is valid (the policy still knows the id).
+    Feature keys: "mood:<label>", "genre:<label>", "actor:<name>" for tags, `FACE_FEATURES` for
+    faces and "emb:<i>" for embedding-projection components. An empty dict is valid (the policy
+    still knows the id).
     """
 
     artwork_id: str
@@ -252,8 +262,26 @@ def tag_features(tags: Tags, top_k: int | None = 5, min_score: float = 0.01) -> 
         if top_k is not None:
             items = items[:top_k]
         for label, s in items:
-            out[f"{prefix}:{label}"] = s
+            key = f"{prefix}:{label}"
+            if len(key) <= MAX_TASTE_KEY_CHARS:  # a longer key could never match a taste key
+                out[key] = s
     return out
+
+
+def face_features(tags: Tags, decimals: int = 4) -> dict[str, float]:
+    """The artwork's face features (names in `FACE_FEATURES`); empty when it has no face or was not scanned."""
+    f = tags.faces
+    if f is None or f.n_faces <= 0:
+        return {}
+    out = {("face:one" if f.n_faces == 1 else "face:two" if f.n_faces == 2 else "face:group"): 1.0,
+           "face:share": round(float(f.largest_share), decimals)}
+    if f.largest_x is not None:
+        out["face:x"] = round(float(f.largest_x), decimals)
+    if f.lead_visible:
+        out["face:lead"] = 1.0
+    if tags.actors_present:
+        out["face:cast"] = 1.0
+    return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
 def taste_from_history(
@@ -385,12 +413,14 @@ def candidate_from_artwork(
     top_k: int | None = 5,
     decimals: int = 4,
 ) -> Candidate:
-    """Features of one artwork: its top tag scores plus its projected embedding (when compatible).
+    """Features of one artwork: its top tag scores, its face features and its projected embedding
+    (when compatible).
 
     The embedding is skipped, not an error, when missing or from another encoder / dimension:
     a fresh upload that has not been embedded yet must still be servable.
     """
     feats = tag_features(a.tags, top_k=top_k)
+    feats.update(face_features(a.tags, decimals))
     emb = a.embedding
     if (
         projection is not None

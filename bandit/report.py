@@ -86,6 +86,13 @@ TEST_ENCODER_BANNER = (
     "Tags come from an untrained test encoder (tiny random CLIP): moods, genres and actors "
     "shown here are not meaningful."
 )
+#: The banner when actors were recognised by face: the face model is real, only CLIP is not.
+TEST_ENCODER_BANNER_FACES = (
+    "Mood and genre tags come from an untrained test encoder (tiny random CLIP) and are not "
+    "meaningful. Actor tags do not use it: they come from the pretrained face model ({model}: "
+    "dlib face descriptors compared with each title's cast photos)."
+)
+FACE_METHOD_PREFIX = "face:"
 THUMB_SIZE = (320, 240)  # bounding box of a thumbnail, in pixels
 CURVES_PNG = "learning-curves.png"
 ESTIMATES_PNG = "estimates.png"
@@ -155,6 +162,7 @@ class CandidateView:
     moods: list[tuple[str, float]] = field(default_factory=list)
     genres: list[tuple[str, float]] = field(default_factory=list)
     actors: list[tuple[str, float]] = field(default_factory=list)
+    faces: str = ""  # e.g. "1 face, 14% of the frame, lead"; "" when not scanned
     source: str = ""
     stats: ArtworkStats = field(default_factory=ArtworkStats)
     disabled: bool = False
@@ -256,6 +264,7 @@ class ReportData:
     title: str = "Artwork selection report"
     encoder_label: str = "none"
     encoder_is_test: bool = False  # True: a banner warns that tags are not meaningful
+    actor_tagger: str = ""  # what tagged the actors ("face:<model>"); "" for CLIP or unknown
     titles: list[TitleView] = field(default_factory=list)
     segments: list[SegmentView] = field(default_factory=list)
     segment_policy: str = ""  # name of the policy whose preferences `segments` show
@@ -330,7 +339,8 @@ def titles_from_catalog(
                 image=catalog.image_bytes(a.artwork_id),
                 moods=a.tags.top("moods", top_k),
                 genres=a.tags.top("genres", top_k),
-                actors=a.tags.top("actors", top_k),
+                actors=_actors_shown(a, top_k),
+                faces=_faces_text(a),
                 source=a.source,
                 stats=stats.get(a.artwork_id, ArtworkStats()),
                 disabled=a.disabled,
@@ -350,6 +360,30 @@ def titles_from_catalog(
             view.candidates.append(CandidateView(
                 artwork_id=r.chosen, source="(in the log only)", stats=stats[r.chosen], in_catalog=False))
     return views
+
+
+def _actors_shown(a: Any, top_k: int) -> list[tuple[str, float]]:
+    """Recognised actors by confidence when faces tagged them; otherwise the top scores, as before."""
+    if a.tags.actor_distances:
+        return [(n, s) for n, s in a.tags.top("actors", len(a.tags.actors)) if n in a.tags.actors_present][:top_k]
+    return a.tags.top("actors", top_k)
+
+
+def _faces_text(a: Any) -> str:
+    f = a.tags.faces
+    if f is None:
+        return ""
+    if not f.n_faces:
+        return "no face"
+    return (f"{f.n_faces} face{'s' if f.n_faces > 1 else ''}, largest {f.largest_share:.0%} of the frame"
+            + (", lead" if f.lead_visible else ""))
+
+
+def actor_tagger(catalog: Catalog) -> str:
+    """"face:<model>" when every stored actor score came from the face model, else ""."""
+    methods = catalog.actor_methods()
+    face = {m for m in methods if m.startswith(FACE_METHOD_PREFIX)}
+    return next(iter(face)) if face and face == methods else ""
 
 
 def candidates_by_title(
@@ -424,6 +458,7 @@ def report_data_from(
         title=title,
         encoder_label=encoder_label if encoder_label is not None else (enc or "none yet"),
         encoder_is_test=is_test_encoder(enc) if encoder_is_test is None else bool(encoder_is_test),
+        actor_tagger=actor_tagger(catalog),
         titles=titles_from_catalog(catalog, records, top_k=top_k),
         curves=dict(curves or {}),
         oracle=oracle,
@@ -612,6 +647,7 @@ p.verdict { font-weight:650; margin:12px 0 4px; }
 .tag-kind { color:var(--muted); font-size:11px; text-transform:uppercase; margin-right:6px; }
 .chip { display:inline-block; background:#f0f2f7; border-radius:4px; padding:0 6px; margin:1px 3px 1px 0; }
 .src { color:var(--muted); font-size:12px; margin-top:4px; word-break:break-all; }
+.faces { color:var(--muted); font-size:12px; margin-top:4px; }
 table { border-collapse:collapse; width:100%; font-size:14px; margin:8px 0 4px; }
 th, td { text-align:left; padding:7px 10px; border-bottom:1px solid var(--line); vertical-align:middle; }
 th { font-size:12px; text-transform:uppercase; letter-spacing:.03em; color:var(--muted); background:#fafbfd; }
@@ -720,7 +756,8 @@ class _Writer:
                 f'<div><b class="take-rate">{esc(_pct(s.take_rate))}</b><small>take rate</small></div></div>'
                 f'<div class="bar"><span style="width:{width:.1f}%"></span></div>'
                 f'{_tags_html("moods", c.moods)}{_tags_html("genres", c.genres)}{_tags_html("actors", c.actors)}'
-                f'<div class="src">{esc(c.source)}</div></figcaption></figure>'
+                + (f'<div class="faces">{esc(c.faces)}</div>' if c.faces else "")
+                + f'<div class="src">{esc(c.source)}</div></figcaption></figure>'
             )
         grid = "".join(figs) or '<p class="muted">No candidates.</p>'
         tot = t.stats
@@ -872,7 +909,9 @@ class _Writer:
 
     def page(self) -> str:
         d = self.data
-        banner = (f'<div class="banner" id="test-encoder-banner">⚠ {esc(TEST_ENCODER_BANNER)}</div>'
+        text = (TEST_ENCODER_BANNER_FACES.format(model=d.actor_tagger[len(FACE_METHOD_PREFIX):])
+                if d.actor_tagger.startswith(FACE_METHOD_PREFIX) else TEST_ENCODER_BANNER)
+        banner = (f'<div class="banner" id="test-encoder-banner">⚠ {esc(text)}</div>'
                   if d.encoder_is_test else "")
         notes = "".join(f'<p class="lead">{esc(n)}</p>' for n in d.notes)
         body = [
