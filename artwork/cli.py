@@ -1,30 +1,47 @@
-"""Image-side commands of the `artwork` CLI: upload, frames, cast (add, list, remove), show, reembed.
+"""Image-side commands of the `artwork` CLI: upload, frames, cast (add, list, remove), show, titles,
+remove, reembed; and the group itself (`--store` anywhere, `--version`, lazily imported commands).
 
 `bandit.cli` adds the decision-side commands to this same group and is the console entry point.
 Every user-facing failure becomes one clear line (click.ClickException), never a traceback.
+Results go to stdout (`out`); progress bars, warnings and notes to stderr (`console`).
+
+Start-up: `artwork --help` and the commands that only read the catalog must start in well under a
+second, so this module imports no torch, open_clip, dlib, av, matplotlib or fastapi: a command
+imports what it needs when it runs (`scripts/bench_cli.py` measures it; tests/test_cli.py checks
+that `import bandit.cli` leaves torch out).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import json
-import os
+import sqlite3
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from artwork.encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED, TINY_NAME, Encoder, WeightsUnavailable, load_encoder, load_or_tiny
 from artwork.faces import DEFAULT_THRESHOLD, FacesUnavailable
 from artwork.faces import MODEL_ID as FACE_MODEL_ID
 from artwork.images import ImageLimits, ImageRejected
-from artwork.ingest import CastManager, IngestReport, Ingestor
 from artwork.records import FaceSummary
 from artwork.store import DEFAULT_STORE, Catalog, StoreError
+
+if TYPE_CHECKING:
+    from artwork.encoder import Encoder
+    from artwork.ingest import IngestReport
+
+# The same values as artwork.encoder's (tests/test_cli.py checks), repeated because importing that
+# module imports torch, and the options' help text is needed by `--help`.
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+TINY_NAME = "tiny"
 
 console = Console(stderr=True, soft_wrap=True)  # one message, one line: easy to grep
 out = Console(soft_wrap=True)
@@ -36,9 +53,16 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ImageRejected, StoreError, WeightsUnavailable, FacesUnavailable, ValueError, FileNotFoundError) as exc:
-            # FramesError and ContextError are ValueErrors too: their messages name the file/field.
-            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            # FramesError, ContextError and ManifestError are ValueErrors too: their messages name the
+            # file/field/line. WeightsUnavailable is looked up only if the encoder module was loaded:
+            # nothing else can raise it, and importing it would import torch.
+            encoder = sys.modules.get("artwork.encoder")
+            expected = (ImageRejected, StoreError, FacesUnavailable, ValueError, FileNotFoundError,
+                        *((encoder.WeightsUnavailable,) if encoder is not None else ()))
+            if isinstance(exc, expected):
+                raise click.ClickException(str(exc)) from None
+            raise
     return wrapper
 
 
@@ -64,6 +88,8 @@ def resolve_encoder(catalog: Catalog | None, model: str | None, pretrained: str 
     Only the default may fall back to the tiny encoder (with a one-line notice); an encoder
     asked for explicitly, or the catalog's own, must load or fail with instructions.
     """
+    from artwork.encoder import WeightsUnavailable, load_encoder, load_or_tiny
+
     explicit = model is not None or checkpoint is not None
     if not explicit and catalog is not None and catalog.encoder_id:
         enc_id = catalog.encoder_id
@@ -82,22 +108,116 @@ def resolve_encoder(catalog: Catalog | None, model: str | None, pretrained: str 
 
 
 def print_report(report: IngestReport) -> None:
+    """One stderr line per input that did not simply go in, then the summary (a result) on stdout."""
     for o in report.outcomes:
+        name = Text(o.name)  # file names are not rich markup
         if o.status == "rejected":
-            console.print(f"[red]rejected[/red] {o.name}: {o.reason}")
+            console.print(Text.assemble(("rejected", "red"), " ", name, f": {o.reason}"))
+        elif o.status == "skipped":
+            console.print(Text.assemble(("skipped", "yellow"), " ", name, f": {o.reason}"))
         elif o.status == "duplicate":
-            console.print(f"[yellow]duplicate[/yellow] {o.name}: {o.reason} (artwork {o.artwork_id})")
-    console.print(f"{report.title_id}: {report.count('added')} added, {report.count('duplicate')} duplicate, "
-                  f"{report.count('rejected')} rejected")
+            console.print(Text.assemble(("duplicate", "yellow"), " ", name, f": {o.reason} (artwork {o.artwork_id})"))
+        elif o.status == "near-duplicate":
+            console.print(Text.assemble(("near-duplicate", "yellow"), " ", name,
+                                        f": {o.reason}; not added (--allow-duplicates keeps it)"))
+        elif o.status == "added" and o.reason:
+            console.print(Text.assemble(("kept near-duplicate", "yellow"), " ", name,
+                                        f" as artwork {o.artwork_id}: {o.reason}"))
+    counts = [f"{report.count('added')} added", f"{report.count('duplicate')} duplicate"]
+    counts += [f"{report.count(s)} {s}" for s in ("near-duplicate", "skipped") if report.count(s)]
+    out.print(Text(f"{report.title_id}: {', '.join(counts)}, {report.count('rejected')} rejected"))
 
 
-@click.group()
-@click.option("--store", default=lambda: os.environ.get("ARTWORK_STORE", DEFAULT_STORE), show_default="$ARTWORK_STORE or artwork.db",
-              help="catalog file (SQLite)")
+# -- the group: --store anywhere, --version, commands imported when run -----------------------------
+STORE_HELP = "catalog file (SQLite), before or after the command [default: $ARTWORK_STORE or artwork.db]"
+
+
+def _store_after_command(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """`--store` given after a command name: the same catalog option as before it."""
+    if value is None:
+        return
+    root = ctx.find_root()
+    if root.obj is None:  # a command run on its own (a script), without the group
+        root.obj = {}
+    given = root.obj.get("store_given")
+    if given is not None and given != value:
+        raise click.UsageError(f"--store given twice with different paths ({given} and {value}); give it once", ctx)
+    root.obj["store"] = root.obj["store_given"] = value
+
+
+def with_store_option(cmd: click.Command) -> click.Command:
+    """Let `cmd` take `--store` too (once: a command that has its own store option keeps it)."""
+    if not any(p.name == "store" for p in cmd.params):
+        cmd.params.append(click.Option(["--store"], default=None, metavar="PATH", expose_value=False,
+                                       callback=_store_after_command, help=STORE_HELP))
+    return cmd
+
+
+class ArtworkGroup(click.Group):
+    """A command group whose commands all take `--store`, and whose heavy commands are imported only
+    when they run (`add_lazy_command`): `artwork --help` lists them from the help text given here."""
+
+    group_class = type  # `cast` and any other subgroup behave the same
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, tuple[str, str]] = {}  # name -> ("module:attribute", short help)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(with_store_option(cmd), name)
+
+    def add_lazy_command(self, name: str, import_path: str, short_help: str) -> None:
+        """Register `module:attribute` as command `name`, imported the first time it is looked up.
+
+        The attribute is a click command, or a function without arguments that builds one.
+        """
+        self.lazy[name] = (import_path, short_help)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.lazy:
+            module, attr = self.lazy[name][0].split(":")
+            found = getattr(importlib.import_module(module), attr)
+            self.add_command(found if isinstance(found, click.Command) else found(), name)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own version looks every command up, which would import the lazy ones.
+        width = formatter.width - 6 - max((len(n) for n in self.list_commands(ctx)), default=0)
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.commands.get(name)
+            if cmd is None:
+                rows.append((name, click.utils.make_default_short_help(self.lazy[name][1], width)))
+            elif not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(width)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=ArtworkGroup)
+@click.option("--store", envvar="ARTWORK_STORE", default=DEFAULT_STORE, metavar="PATH", show_envvar=True,
+              show_default=True, help="catalog file (SQLite); may also be given after the command")
+@click.version_option(package_name="artwork-engine", prog_name="artwork", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, store: str) -> None:
     """Personalized artwork selection engine."""
-    ctx.obj = {"store": store}
+    given = ctx.get_parameter_source("store") == click.core.ParameterSource.COMMANDLINE
+    ctx.obj = {"store": store, "store_given": store if given else None}
+    # Progress bars draw on rich's global console: stderr while a command runs, so stdout carries
+    # only results. Put back afterwards: in-process callers (tests, notebooks) keep rich's default.
+    import rich
+
+    previous = rich.get_console().__dict__
+    rich.reconfigure(stderr=True, soft_wrap=True)
+
+    def restore() -> None:
+        rich.get_console().__dict__ = previous
+
+    ctx.call_on_close(restore)
 
 
 def open_catalog(ctx: click.Context, create: bool = True) -> Catalog:
@@ -109,8 +229,14 @@ def open_catalog(ctx: click.Context, create: bool = True) -> Catalog:
 
 
 @cli.command()
-@click.argument("title_id")
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("title_id", required=False)
+@click.argument("paths", nargs=-1)
+@click.option("--manifest", type=click.Path(dir_okay=False), default=None,
+              help="CSV with columns title, file, notes (files relative to the CSV's folder); every row is "
+                   "checked before anything is stored")
+@click.option("--allow-duplicates", is_flag=True,
+              help="store pictures that look like a candidate the title already has (other format, size or "
+                   "encoding); by default they are skipped with a warning")
 @click.option("--title-name", default=None, help="display name when the title is created")
 @click.option("--min-side", default=ImageLimits.min_side, show_default=True, help="minimum short side in px")
 @click.option("--max-pixels", default=ImageLimits.max_pixels, show_default=True, help="maximum width*height")
@@ -119,15 +245,36 @@ def open_catalog(ctx: click.Context, create: bool = True) -> Catalog:
 @encoder_options
 @click.pass_context
 @user_errors
-def upload(ctx: click.Context, title_id: str, paths: tuple[str, ...], title_name: str | None, min_side: int,
-           max_pixels: int, batch_size: int, quiet: bool, **enc: Any) -> None:
-    """Add candidate images (files or folders of JPEG/PNG/WebP) to a title."""
+def upload(ctx: click.Context, title_id: str | None, paths: tuple[str, ...], manifest: str | None,
+           allow_duplicates: bool, title_name: str | None, min_side: int, max_pixels: int, batch_size: int,
+           quiet: bool, **enc: Any) -> None:
+    """Add candidate images (files or folders of JPEG/PNG/WebP, or a --manifest CSV) to a title.
+
+    Usage: `upload TITLE_ID FILE_OR_DIR...` or `upload --manifest CSV`. Files in a folder that are
+    not JPEG, PNG or WebP are skipped, each with a line saying why; exit 1 if a named file or a
+    manifest row is bad.
+    """
+    from artwork.ingest import Ingestor, read_manifest
+
+    limits = ImageLimits(min_side, max_pixels)
+    if manifest is not None:
+        if title_id is not None or title_name is not None:
+            raise click.UsageError("--manifest names the title of every image: give no TITLE_ID, FILE_OR_DIR "
+                                   "or --title-name with it")
+        rows = read_manifest(manifest, limits)  # before the encoder loads: a bad manifest fails in a moment
+    elif title_id is None or not paths:
+        raise click.UsageError("expected TITLE_ID and at least one FILE_OR_DIR, or --manifest CSV")
     with open_catalog(ctx) as catalog:
         encoder = resolve_encoder(catalog, **enc)
-        ingestor = Ingestor(catalog, encoder, limits=ImageLimits(min_side, max_pixels), batch_size=batch_size)
-        report = ingestor.upload_files(title_id, paths, title_name=title_name, progress=not quiet)
-        print_report(report)
-    if not report.ok:
+        ingestor = Ingestor(catalog, encoder, limits=limits, batch_size=batch_size)
+        if manifest is not None:
+            reports = ingestor.upload_manifest(rows, progress=not quiet, allow_duplicates=allow_duplicates)
+        else:
+            reports = [ingestor.upload_files(title_id, paths, title_name=title_name, progress=not quiet,
+                                             allow_duplicates=allow_duplicates)]
+        for report in reports:
+            print_report(report)
+    if not all(r.ok for r in reports):
         sys.exit(1)
 
 
@@ -146,6 +293,7 @@ def frames(ctx: click.Context, title_id: str, video: str, max_candidates: int, t
     if max_candidates < 1:
         raise click.BadParameter("must be at least 1", param_hint="--max")
     from artwork.frames import FrameConfig, SampleStats
+    from artwork.ingest import Ingestor
 
     stats = SampleStats()
     with open_catalog(ctx) as catalog:
@@ -174,11 +322,13 @@ def cast() -> None:
 @user_errors
 def cast_add(ctx: click.Context, title_id: str, name: str, refs: tuple[str, ...], lead: bool) -> None:
     """Add an actor with reference photos (one clear face each), then rescore the title's candidates."""
+    from artwork.ingest import CastManager
+
     with open_catalog(ctx, create=False) as catalog:
         thresholds = CastManager(catalog).add_cast_member(title_id, name, refs, lead=lead)
         present = sum(name in a.tags.actors_present for a in catalog.artworks(title_id))
-    console.print(f"{title_id}: cast {', '.join(sorted(thresholds))}; {name!r} recognised in {present} candidate(s) "
-                  f"(face distance threshold {thresholds[name]:.3f}; default {DEFAULT_THRESHOLD})")
+    out.print(Text(f"{title_id}: cast {', '.join(sorted(thresholds))}; {name!r} recognised in {present} "
+                   f"candidate(s) (face distance threshold {thresholds[name]:.3f}; default {DEFAULT_THRESHOLD})"))
 
 
 @cast.command("list")
@@ -222,12 +372,14 @@ def cast_list(ctx: click.Context, title_id: str, as_json: bool) -> None:
 @user_errors
 def cast_remove(ctx: click.Context, title_id: str, name: str) -> None:
     """Remove an actor from a title's cast and rescore its candidates against the rest."""
+    from artwork.ingest import CastManager
+
     with open_catalog(ctx, create=False) as catalog:
         if catalog.title(title_id) is None:
             raise StoreError(f"unknown title {title_id!r}")
         thresholds = CastManager(catalog).remove_cast_member(title_id, name)
     rest = ", ".join(sorted(thresholds)) or "none"
-    console.print(f"{title_id}: removed {name!r} from the cast; cast now: {rest}")
+    out.print(Text(f"{title_id}: removed {name!r} from the cast; cast now: {rest}"))
 
 
 def title_rows(catalog: Catalog, title_id: str) -> list[dict]:
@@ -272,13 +424,19 @@ def actors_text(r: dict) -> str:
 
 
 def tags_table(title: str, rows: list[dict], encoder_label: str, actors_label: str) -> Table:
-    table = Table(title=f"{title}  [dim](moods/genres: {encoder_label}; actors: {actors_label})[/dim]")
-    for col in ("artwork", "source", "size", "top moods", "top genres", "faces", "actors (* recognised)"):
-        table.add_column(col)
+    """The `show` table. Artwork ids are what designers copy into `remove` and the pin API, so their
+    column never wraps or truncates, however narrow the terminal (80 columns when piped); the other
+    columns fold instead. Cells are plain text: a file name like `x[1].jpg` is not rich markup."""
+    table = Table(title=Text.assemble(title, (f"  (moods/genres: {encoder_label}; actors: {actors_label})", "dim")))
+    id_width = max((len(r["artwork_id"]) for r in rows), default=7)
+    table.add_column("artwork", no_wrap=True, min_width=max(id_width, len("disabled")))
+    for col in ("source", "size", "top moods", "top genres", "faces", "actors (* recognised)"):
+        table.add_column(col, overflow="fold")
     for r in rows:
-        flags = (" [pinned]" if r["pinned"] else "") + (" [disabled]" if r["disabled"] else "")
-        table.add_row(r["artwork_id"] + flags, r["source"], f"{r['width']}x{r['height']}",
-                      _fmt(r["top_moods"]), _fmt(r["top_genres"]), faces_text(r["faces"]), actors_text(r))
+        flags = "".join(f"\n{f}" for f in ("pinned", "disabled") if r[f])  # under the id, not beside it
+        table.add_row(Text(r["artwork_id"] + flags), Text(r["source"]), f"{r['width']}x{r['height']}",
+                      Text(_fmt(r["top_moods"])), Text(_fmt(r["top_genres"])), Text(faces_text(r["faces"])),
+                      Text(actors_text(r)))
     return table
 
 
@@ -327,11 +485,98 @@ def reembed(ctx: click.Context, quiet: bool, **enc: Any) -> None:
     """Re-embed and re-tag the whole catalog with another encoder (one atomic switch)."""
     if enc["model"] is None and enc["checkpoint"] is None:
         raise click.UsageError("say which encoder to switch to with --model (and --pretrained or --checkpoint)")
+    from artwork.ingest import Ingestor
+
     with open_catalog(ctx, create=False) as catalog:
         encoder = resolve_encoder(None, fallback=False, **enc)
         old = catalog.encoder_id
         n = Ingestor(catalog, encoder, reembed=True).reembed_catalog(progress=not quiet)
-    console.print(f"re-embedded {n} images: {old} -> {encoder.encoder_id}")
+    out.print(Text(f"re-embedded {n} images: {old} -> {encoder.encoder_id}"))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.pass_context
+@user_errors
+def titles(ctx: click.Context, as_json: bool) -> None:
+    """List the catalog's titles with their artwork counts (all, disabled) and pinned artwork."""
+    with open_catalog(ctx, create=False) as catalog:
+        rows = catalog.title_summaries()
+    if as_json:
+        click.echo(json.dumps({"titles": rows}, indent=2))
+        return
+    if not rows:
+        out.print("no titles yet (add artwork with `artwork upload TITLE_ID FILE_OR_DIR...`)")
+        return
+    table = Table()
+    table.add_column("title", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    table.add_column("artworks", justify="right")
+    table.add_column("disabled", justify="right")
+    table.add_column("pinned", no_wrap=True)
+    for r in rows:
+        table.add_row(Text(r["title_id"]), Text(r["name"]), str(r["artworks"]), str(r["disabled"]), r["pinned"] or "")
+    out.print(table)
+
+
+def logged_decisions(events_path: Path, artwork_id: str) -> tuple[int, int]:
+    """(decisions that showed the artwork, decisions that offered it) in a serving event log.
+
+    Read with a plain SELECT on a connection that changes nothing (no schema, no migration, no
+    journal-mode switch), so checking never alters a log a server may be writing. (0, 0) when the
+    log does not exist yet; importing bandit.events here would import pyarrow for one query.
+    """
+    if not events_path.is_file():
+        return 0, 0
+    db = sqlite3.connect(events_path, timeout=30)
+    try:
+        shown, offered = db.execute(
+            "SELECT COALESCE(SUM(chosen = ?), 0), COUNT(*) FROM decisions WHERE instr(candidates, ?) > 0",
+            (artwork_id, json.dumps(artwork_id))).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot read the event log {events_path} ({exc}); nothing was removed") from None
+    finally:
+        db.close()
+    return int(shown), int(offered)
+
+
+@cli.command("remove")
+@click.argument("artwork_id")
+@click.option("--force", is_flag=True,
+              help="remove it even if the event log has decisions that offered it (they stay in the log)")
+@click.option("--events", "events_path", default=None, type=click.Path(dir_okay=False),
+              help="the serving event log [default: STORE.events.db]")
+@click.pass_context
+@user_errors
+def remove(ctx: click.Context, artwork_id: str, force: bool, events_path: str | None) -> None:
+    """Remove one candidate artwork (its image, tags and faces) from the catalog.
+
+    Refused when logged decisions offered it, unless --force: offline evaluation and the report
+    read those decisions, which keep the artwork id as logged. The event log is never changed.
+    """
+    store = ctx.obj["store"]
+    if events_path is not None and "://" in events_path and not force:
+        # A log on a database server would need its client library and credentials for one check;
+        # not knowing is not "no decisions".
+        raise click.ClickException(f"remove checks the event log for decisions that offered the artwork and reads "
+                                   f"SQLite logs only, not {events_path}; pass --force to remove it unchecked")
+    events = Path(events_path or f"{store}.events.db")
+    with open_catalog(ctx, create=False) as catalog:
+        art = catalog.artwork(artwork_id)
+        if art is None:
+            raise StoreError(f"unknown artwork id {artwork_id!r} in {store} (see `artwork show TITLE_ID`)")
+        shown, offered = (0, 0) if "://" in str(events_path) else logged_decisions(events, artwork_id)
+        if offered and not force:
+            raise click.ClickException(
+                f"artwork {artwork_id} ({art.title_id}, {art.source}) is in {offered} logged decision(s) "
+                f"({shown} showed it) in {events}; offline evaluation and reports read them. Disable it "
+                f"instead (POST /v1/artworks/{artwork_id}/disable), or pass --force to remove it anyway "
+                f"(the log keeps its decisions)")
+        catalog.remove_artwork(artwork_id)
+        left = len(catalog.artworks(art.title_id))
+    if offered:
+        console.print(f"[yellow]warning[/yellow]: {offered} logged decision(s) still name artwork {artwork_id}")
+    out.print(Text(f"removed artwork {artwork_id} ({art.source}) from {art.title_id}; {left} candidate(s) left"))
 
 
 def main() -> None:

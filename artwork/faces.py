@@ -12,6 +12,10 @@ matter on a tile anyway. Landmarks and descriptors are then computed on a copy o
 `DESCRIBE_MAX_SIDE` px, where the face has more pixels; boxes and landmarks are reported in the
 original image's coordinates.
 
+dlib's frontal detector is five HOG filters: looking at the camera (0), turned to one side or the
+other (1, 2) and looking at the camera with the head tilted (3, 4). Which one fired is kept as the
+face's `pose`: frame mining (artwork/frames.py) prefers faces that look at the camera.
+
 dlib and the model files are loaded on first use, once per process, so importing this module
 costs nothing and a machine without them fails with `FacesUnavailable` saying what to install.
 """
@@ -29,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from artwork.images import ImageRejected
+from artwork.quality import sharpness
 
 #: Detector, landmark and descriptor models plus the settings below: stored faces carry it, so a
 #: change of any of them makes the catalog compute faces again instead of mixing two kinds.
@@ -43,6 +48,11 @@ DEFAULT_THRESHOLD = 0.6
 #: A reference photo's main face must be at least this many times the area of any other face.
 DOMINANCE = 2.0
 DESCRIPTOR_DIM = 128
+#: HOG filters of dlib's frontal detector that find a face turned to one side (see the docstring).
+TURNED_POSES = frozenset({1, 2})
+#: Face crops are resampled to this square before their sharpness is measured, so faces of
+#: different sizes are compared on one scale.
+SHARPNESS_SIDE = 64
 
 MODEL_FILES = {
     "landmarks": "shape_predictor_5_face_landmarks.dat",
@@ -65,23 +75,31 @@ class FaceRecord:
     score: float  # HOG detection score (higher: more face-like)
     share: float  # box area / frame area
     x_centre: float  # horizontal centre of the box, 0 (left edge) .. 1 (right edge)
+    pose: int | None = None  # which HOG filter found it (module docstring); None: stored before poses were kept
 
     @property
     def area(self) -> int:
         left, top, right, bottom = self.box
         return max(0, right - left) * max(0, bottom - top)
 
+    @property
+    def frontal(self) -> bool:
+        """Looking at the camera (tilted or not), not turned to a side. Unknown pose counts as frontal."""
+        return self.pose not in TURNED_POSES
+
     def to_json(self) -> dict[str, Any]:
         """Everything but the descriptor (stored as a binary blob next to it)."""
         return {"box": list(self.box), "landmarks": [list(p) for p in self.landmarks], "score": self.score,
-                "share": self.share, "x_centre": self.x_centre}
+                "share": self.share, "x_centre": self.x_centre, "pose": self.pose}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], descriptor: np.ndarray) -> "FaceRecord":
+        pose = data.get("pose")
         return cls(box=tuple(int(v) for v in data["box"]),  # type: ignore[arg-type]
                    landmarks=tuple((float(x), float(y)) for x, y in data["landmarks"]),
                    descriptor=np.asarray(descriptor, dtype=np.float32), score=float(data["score"]),
-                   share=float(data["share"]), x_centre=float(data["x_centre"]))
+                   share=float(data["share"]), x_centre=float(data["x_centre"]),
+                   pose=int(pose) if pose is not None else None)
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,20 @@ class FaceScan:
 def distance(a: np.ndarray, b: np.ndarray) -> float:
     """Euclidean distance between two descriptors (dlib's identity metric)."""
     return float(np.linalg.norm(np.asarray(a, np.float32) - np.asarray(b, np.float32)))
+
+
+def face_sharpness(image: Image.Image, face: FaceRecord) -> float:
+    """Variance of the Laplacian of the face's box, resampled to `SHARPNESS_SIDE` px square.
+
+    The whole frame's sharpness says little about the face: a sharp background behind an
+    out-of-focus face scores high. On the sample photos: a sharp face 600-2000, the same face
+    under a 3 px Gaussian blur about 240, under 5 px about 50.
+    """
+    left, top, right, bottom = face.box
+    if right - left < 3 or bottom - top < 3:
+        return 0.0
+    crop = image.crop(face.box).convert("RGB").resize((SHARPNESS_SIDE, SHARPNESS_SIDE), Image.Resampling.BILINEAR)
+    return sharpness(np.asarray(crop))
 
 
 def main_face(scan: FaceScan, name: str) -> int:
@@ -184,21 +216,21 @@ class FaceModel:
         with self._lock:
             dlib, detector, predictor, encoder = self._load()
             self.detector_calls += 1
-            rects, scores, _ = detector.run(np.asarray(small), 0, 0.0)
-            found = [(r, float(s)) for r, s in zip(rects, scores) if s >= MIN_DETECTION_SCORE]
+            rects, scores, poses = detector.run(np.asarray(small), 0, 0.0)
+            found = [(r, float(s), int(p)) for r, s, p in zip(rects, scores, poses) if s >= MIN_DETECTION_SCORE]
             if not found:
                 return FaceScan(rgb.width, rgb.height)
             big, s_describe = _scaled(rgb, DESCRIBE_MAX_SIDE)
             pixels = np.ascontiguousarray(np.asarray(big))
             k = s_describe / s_detect  # detection coordinates -> descriptor-image coordinates
             shapes = dlib.full_object_detections()
-            for r, _ in found:
+            for r, _, _ in found:
                 shapes.append(predictor(pixels, dlib.rectangle(round(r.left() * k), round(r.top() * k),
                                                               round(r.right() * k), round(r.bottom() * k))))
             descriptors = encoder.compute_face_descriptor(pixels, shapes)
         faces = []
         w, h = rgb.width, rgb.height
-        for (r, score), shape, desc in zip(found, shapes, descriptors):
+        for (r, score, pose), shape, desc in zip(found, shapes, descriptors):
             # dlib boxes may reach past the frame for faces at its edge: clip to the image.
             left = min(max(0, round(r.left() / s_detect)), w)
             top = min(max(0, round(r.top() / s_detect)), h)
@@ -209,7 +241,7 @@ class FaceModel:
                 box=(left, top, right, bottom), landmarks=points,
                 descriptor=np.asarray(desc, dtype=np.float32), score=round(score, 4),
                 share=round((right - left) * (bottom - top) / (w * h), 6),
-                x_centre=round((left + right) / 2 / w, 4)))
+                x_centre=round((left + right) / 2 / w, 4), pose=pose))
         faces.sort(key=lambda f: (-f.area, f.box))
         return FaceScan(w, h, tuple(faces))
 

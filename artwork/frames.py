@@ -62,6 +62,23 @@ keeps its highest-scoring frame; the best `pool_size` shots are embedded; near-d
 better frame; and maximal marginal relevance picks the final `max_candidates` for quality and
 diversity. Nothing is returned until the whole file has been read without error, so a caller
 that stores the result stores all of it or nothing.
+
+Faces (when `mine_frames` is given a face scorer, as `artwork frames` does with the title's cast
+gallery): analysis copies are too small for the face detector (a face must be ~80 px at its
+working size), so faces are looked for on full-resolution frames, and only on the shots that can
+be chosen. Each shot keeps up to `face_alternates` of its usable samples, spread over its length
+(the best of each part, the shot's best among them), because a face may be in some of a shot's
+frames and not others. Before selection, the alternates of the best `face_shots` x
+`max_candidates` shots are decoded again at full resolution and scanned (artwork/faces.py); a
+frame's relevance becomes its quality score plus `face_weight` x its face bonus (`face_bonus`:
+a recognised cast member beats an unknown face, which beats none; a face looking at the camera
+beats one turned away, a sharp face a soft one). A shot's relevance is its most relevant
+alternate's, and maximal marginal relevance weighs it against diversity as before (similarity
+still measured on each shot's best-quality frame); the shot is then represented by that
+alternate, whose analysis copy is embedded again. One frame per shot, so a face never buys a
+second frame of the same shot; a shot chosen without having been scanned (diversity can pick a
+lower-ranked shot) gets its alternates scanned before its frame is fixed. Without a face
+anywhere, the frames chosen are the same as without a scorer.
 """
 
 from __future__ import annotations
@@ -78,6 +95,7 @@ import numpy as np
 from PIL import Image
 
 from artwork import quality as Q
+from artwork.faces import FaceModel, FaceScan, face_sharpness
 from artwork.progress import progress_bar
 
 EmbedFn = Callable[[list[Image.Image]], np.ndarray]
@@ -114,6 +132,10 @@ class FrameConfig:
     pool_size: int = 96
     duplicate_similarity: float = 0.92
     mmr_lambda: float = 0.7
+    # faces, with a face scorer only (see "Faces" in the module docstring)
+    face_alternates: int = 3  # frames per shot scanned for faces at full resolution
+    face_shots: float = 3.0  # shots scanned before selection, as a multiple of max_candidates
+    face_weight: float = 0.5  # relevance = quality score + face_weight x face bonus (0..1)
     # bad input: fraction of decoded packets allowed to fail before the file counts as corrupt
     max_error_fraction: float = 0.05
     # filled in by `mine_frames` when set: why sampled frames were dropped (see `SampleStats`)
@@ -161,6 +183,73 @@ class SampleStats:
         return False
 
 
+@dataclass(frozen=True)
+class FrameFace:
+    """What the faces of one full-resolution frame are worth to frame mining (`face_bonus`)."""
+
+    bonus: float  # 0: no face; 0.25..0.5: the best face is unknown; 0.5..1: it is a cast member
+    faces: int  # faces found
+    cast: tuple[str, ...] = ()  # cast members recognised
+    frontal: bool = False  # the face that earned the bonus looks at the camera
+    sharpness: float = 0.0  # Laplacian variance of that face (`faces.face_sharpness`)
+
+    def to_json(self) -> dict:
+        return {"bonus": round(self.bonus, 4), "faces": self.faces, "cast": list(self.cast),
+                "frontal": self.frontal, "sharpness": round(self.sharpness, 1)}
+
+
+FaceScorer = Callable[[Image.Image], FrameFace]
+
+#: Face-region sharpness at which a face counts as fully sharp (`face_bonus`): a sharp face on the
+#: sample photos and frames measures 600-2000, the same face blurred by 3 px about 240.
+SHARP_FACE = 500.0
+
+
+def face_bonus(scan: FaceScan, image: Image.Image, cast_faces: dict[int, str] | None = None) -> FrameFace:
+    """The frame's face bonus: its best face's, where a face is worth
+
+        tier x (0.5 + 0.25 frontal + 0.25 sharp),  tier 1 for a cast member, 0.5 for anyone else
+
+    (frontal: 1 when it looks at the camera, 0 when turned; sharp: its face-region sharpness over
+    `SHARP_FACE`, capped at 1). So any cast face (0.5..1) outranks any unknown face (0.25..0.5),
+    which outranks no face (0); within a tier a frontal, sharp face wins. `cast_faces`: face index
+    -> the cast member recognised in it.
+    """
+    cast_faces = cast_faces or {}
+    best = FrameFace(0.0, len(scan.faces))
+    for i, f in enumerate(scan.faces):
+        sharp = face_sharpness(image, f)
+        tier = 1.0 if i in cast_faces else 0.5
+        value = tier * (0.5 + 0.25 * f.frontal + 0.25 * min(1.0, sharp / SHARP_FACE))
+        if value > best.bonus:
+            best = FrameFace(value, len(scan.faces), (), f.frontal, sharp)
+    cast = tuple(sorted(set(cast_faces.values())))
+    return FrameFace(best.bonus, best.faces, cast, best.frontal, best.sharpness)
+
+
+class FrameFaces:
+    """A face scorer for `mine_frames`: scans a frame and recognises a title's cast in it.
+
+    gallery: anything with `match(scan) -> {name: ActorMatch}` (artwork.tagging.FaceGallery), or
+    None when the title has no cast yet (then every face is an unknown face).
+    """
+
+    def __init__(self, model: FaceModel, gallery=None):
+        self.model = model
+        self.gallery = gallery
+        self.scanned = 0  # frames scanned (tests check the scan stays bounded)
+
+    def __call__(self, image: Image.Image) -> FrameFace:
+        self.scanned += 1
+        scan = self.model.scan(image)
+        cast: dict[int, str] = {}
+        if self.gallery is not None and scan.faces:
+            for name, m in self.gallery.match(scan).items():
+                if m.present and m.face is not None:
+                    cast[m.face] = name
+        return face_bonus(scan, image, cast)
+
+
 @dataclass
 class FrameCandidate:
     """One chosen frame: the full-resolution picture (letterbox bars cropped) and where it came from."""
@@ -172,6 +261,7 @@ class FrameCandidate:
     embedding: np.ndarray | None  # of the analysis copy, by the `embed` function used
     video: str = ""
     crop: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) in source pixels
+    face: FrameFace | None = None  # set when mined with a face scorer
 
     @property
     def source(self) -> str:
@@ -188,6 +278,7 @@ class FrameCandidate:
             "crop": list(self.crop) if self.crop else None,
             "quality": {k: (bool(v) if isinstance(v, (bool, np.bool_)) else round(float(v), 4))
                         for k, v in self.quality.items()},
+            **({"face": self.face.to_json()} if self.face is not None else {}),
         }
 
 
@@ -210,10 +301,25 @@ class VideoScan:
 class _Sample:
     pts: int
     time: float
-    rgb: np.ndarray  # analysis copy
+    rgb: np.ndarray | None  # analysis copy (kept for a shot's best sample only)
     shot: int = 0
     quality: dict[str, float | bool] = field(default_factory=dict)
     box: tuple[int, int, int, int] = (0, 0, 0, 0)  # letterbox (top, bottom, left, right) in analysis pixels
+    size: tuple[int, int] = (0, 0)  # analysis copy (width, height)
+    alts: list["_Sample"] = field(default_factory=list)  # the shot's other face alternates (best sample only)
+
+    @property
+    def score(self) -> float:
+        return float(self.quality["score"])
+
+
+def _spread(samples: list[_Sample], k: int) -> list[_Sample]:
+    """Up to k samples spread over the shot: the best of each of k consecutive parts, best first."""
+    if k <= 1 or len(samples) <= 1:
+        return [max(samples, key=lambda s: s.score)] if samples else []
+    parts = np.array_split(np.arange(len(samples)), min(k, len(samples)))
+    picks = [max((samples[i] for i in part), key=lambda s: s.score) for part in parts if len(part)]
+    return sorted(picks, key=lambda s: (-s.score, s.pts))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -672,8 +778,12 @@ def _embed(embed: EmbedFn, images: list[Image.Image], name: str) -> np.ndarray:
 
 def _read_full(path: str | Path, picks: list[_Sample]) -> dict[int, av.VideoFrame]:
     """Decode the chosen frames again at full resolution by seeking to each one."""
+    return dict(_iter_full(path, picks))
+
+
+def _iter_full(path: str | Path, picks: list[_Sample]) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(pts, full-resolution frame) for each sample, in time order, one frame in memory at a time."""
     container, stream = _open(path)
-    out: dict[int, av.VideoFrame] = {}
     name = Path(path).name
     try:
         for s in sorted(picks, key=lambda s: s.pts):
@@ -687,12 +797,40 @@ def _read_full(path: str | Path, picks: list[_Sample]) -> dict[int, av.VideoFram
                     break
             if got is None:
                 raise FramesError(f"{name}: could not read back the frame at {s.time:.3f}s")
-            out[s.pts] = got
+            yield s.pts, got
     except av.error.FFmpegError as e:
         raise FramesError(f"{name}: failed to re-read chosen frames ({_why(e)})") from e
     finally:
         container.close()
-    return out
+
+
+def _full_image(s: _Sample, frame: av.VideoFrame) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
+    """The full-resolution picture inside the sample's letterbox bars, and that crop (None: whole frame)."""
+    w, h = s.size
+    top, bottom, left, right = s.box
+    sx, sy = frame.width / w, frame.height / h
+    crop = (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
+    image = frame.to_image()
+    if crop == (0, 0, frame.width, frame.height):
+        return image, None
+    return image.crop(crop), crop
+
+
+def _scan_shots(path: str | Path, shots: list[_Sample], faces: FaceScorer,
+                weight: float) -> dict[int, tuple[_Sample, FrameFace, float]]:
+    """Per shot (keyed by its best sample's pts): its most relevant alternate, that frame's faces and
+    its relevance (quality score + weight x face bonus). Ties keep the better-scoring frame."""
+    owner = {a.pts: (s, a) for s in shots for a in (s, *s.alts)}
+    seen: dict[int, tuple[_Sample, FrameFace, float]] = {}
+    for pts, frame in _iter_full(path, [a for _, a in owner.values()]):
+        shot, sample = owner[pts]
+        image, _ = _full_image(sample, frame)
+        face = faces(image)
+        value = sample.score + weight * face.bonus
+        best = seen.get(shot.pts)
+        if best is None or (value, sample.score) > (best[2], best[0].score):
+            seen[shot.pts] = (sample, face, value)
+    return seen
 
 
 def mine_frames(
@@ -701,6 +839,7 @@ def mine_frames(
     config: FrameConfig | None = None,
     embed: EmbedFn | None = None,
     progress: bool = True,
+    faces: FaceScorer | None = None,
 ) -> list[FrameCandidate]:
     """Choose up to `max_candidates` artwork frames from a video, best first.
 
@@ -708,6 +847,9 @@ def mine_frames(
     embed: images -> (n, d) embeddings (e.g. `load_encoder("tiny").embed_images`); None uses
         `colour_layout_embedding`. Used for near-duplicate removal and the diversity term.
     progress: show a rich progress bar over the video's duration.
+    faces: full-resolution frame -> `FrameFace` (e.g. `FrameFaces(face_model(), gallery)`): prefer
+        frames with cast faces, frontal and sharp, one frame per shot as before (module docstring).
+        None: frames are chosen on quality and diversity alone.
 
     Raises FramesError (a ValueError) naming the file and the problem for missing, empty,
     non-video, audio-only, truncated, corrupt or undecodable files; it returns only after the
@@ -730,12 +872,15 @@ def mine_frames(
         # min-heap, so memory stays bounded for a feature film.
         pool: list[tuple[float, int, _Sample]] = []
         best_in_shot: _Sample | None = None
+        in_shot: list[_Sample] = []  # the current shot's usable samples, without pixels
         sharpness_seen: list[float] = []
         shot, n = 0, 0
         shots = _ShotDetector(cfg)
+        n_alts = cfg.face_alternates if faces is not None and cfg.face_weight > 0 else 1
 
         def close_shot() -> None:
             if best_in_shot is not None:
+                best_in_shot.alts = [s for s in _spread(in_shot, n_alts) if s.pts != best_in_shot.pts]
                 item = (float(best_in_shot.quality["score"]), best_in_shot.pts, best_in_shot)
                 (heapq.heappush if len(pool) < cfg.pool_size else heapq.heappushpop)(pool, item)
 
@@ -748,7 +893,7 @@ def mine_frames(
                 continue
             if cut:
                 close_shot()
-                best_in_shot = None
+                best_in_shot, in_shot = None, []
                 shot += 1
             box = Q.letterbox_box(rgb)
             q = Q.measure(rgb)
@@ -758,8 +903,11 @@ def mine_frames(
                 cfg.stats.count(q, cfg)
             if not _passes(q, cfg):
                 continue
+            size = (rgb.shape[1], rgb.shape[0])
+            if n_alts > 1:
+                in_shot.append(_Sample(frame.pts, sampler.time_of(frame.pts), None, shot, q, box, size))
             if best_in_shot is None or q["score"] > best_in_shot.quality["score"]:
-                best_in_shot = _Sample(frame.pts, sampler.time_of(frame.pts), rgb, shot, q, box)
+                best_in_shot = _Sample(frame.pts, sampler.time_of(frame.pts), rgb, shot, q, box, size)
         close_shot()
         _check_complete(sampler, declared)
         if bar is not None:
@@ -777,25 +925,38 @@ def mine_frames(
         cfg.stats.blurred += len(pool) - len(samples)
     if not samples:
         return []
+    for s in samples:
+        s.alts = [a for a in s.alts if float(a.quality["sharpness"]) >= floor]
     images = [Image.fromarray(np.ascontiguousarray(s.rgb[s.box[0]:s.box[1], s.box[2]:s.box[3]])) for s in samples]
     emb = _embed(embed, images, name)
-    kept = drop_near_duplicates(emb, range(len(samples)), cfg.duplicate_similarity)
-    rel = np.array([float(samples[i].quality["score"]) for i in kept])
+    kept = drop_near_duplicates(emb, range(len(samples)), cfg.duplicate_similarity)  # best shots first
+    rel = np.array([samples[i].score for i in kept])
+    scanned: dict[int, tuple[_Sample, FrameFace, float]] = {}
+    if faces is not None and cfg.face_weight > 0:
+        n_scan = min(len(kept), max(max_candidates, math.ceil(cfg.face_shots * max_candidates)))
+        scanned = _scan_shots(video_path, [samples[i] for i in kept[:n_scan]], faces, cfg.face_weight)
+        rel = np.array([scanned[samples[i].pts][2] if j < n_scan else rel[j] for j, i in enumerate(kept)])
     order = [kept[j] for j in mmr_select(rel, emb[kept], max_candidates, cfg.mmr_lambda)]
-    picks = [samples[i] for i in order]
+    if faces is not None and cfg.face_weight > 0:
+        late = [samples[i] for i in order if samples[i].pts not in scanned]
+        if late:
+            scanned.update(_scan_shots(video_path, late, faces, cfg.face_weight))
+    # Each chosen shot's frame: its best sample, or the alternate its faces made more relevant.
+    picks = [scanned[samples[i].pts][0] if samples[i].pts in scanned else samples[i] for i in order]
     full = _read_full(video_path, picks)
+    switched = [j for j, (i, s) in enumerate(zip(order, picks)) if s is not samples[i]]
+    vectors = {j: emb[i] for j, i in enumerate(order)}
+    if switched:  # the embedding must describe the frame actually chosen
+        copies = []
+        for j in switched:
+            s = picks[j]
+            rgb = _analysis_copy(full[s.pts], cfg.analysis_width)
+            copies.append(Image.fromarray(np.ascontiguousarray(rgb[s.box[0]:s.box[1], s.box[2]:s.box[3]])))
+        vectors.update(zip(switched, _embed(embed, copies, name)))
 
     out: list[FrameCandidate] = []
-    for i, s in zip(order, picks):
-        frame = full[s.pts]
-        h, w = s.rgb.shape[:2]
-        top, bottom, left, right = s.box
-        sx, sy = frame.width / w, frame.height / h
-        crop = (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
-        image = frame.to_image()
-        cropped = crop != (0, 0, frame.width, frame.height)
-        if cropped:
-            image = image.crop(crop)
-        out.append(FrameCandidate(image, s.time, s.shot, dict(s.quality), emb[i], str(video_path),
-                                  crop if cropped else None))
+    for j, (i, s) in enumerate(zip(order, picks)):
+        image, crop = _full_image(s, full[s.pts])
+        face = scanned[samples[i].pts][1] if samples[i].pts in scanned else None
+        out.append(FrameCandidate(image, s.time, s.shot, dict(s.quality), vectors[j], str(video_path), crop, face))
     return out

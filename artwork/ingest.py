@@ -5,30 +5,44 @@ and never a half-written one. Embeddings, mood/genre tags and faces are looked u
 first: bytes the catalog has seen (in any title) are never embedded or scanned again. Faces are
 found on the worker thread that decodes the next batch, while the CLIP forward runs on this one.
 Actors are recognised by face against the title's cast gallery (`rescore_actors`).
+
+Uploads skip near duplicates: a picture whose perceptual fingerprint (`artwork.images.Fingerprint`)
+matches a candidate the title already has, whatever its encoding, is reported and not stored
+unless asked for. Mined video frames are not checked (the miner already keeps one frame per shot),
+but their fingerprints are stored so that a later upload of the same frame is caught.
+
+`read_manifest` validates a whole CSV manifest (every image decoded) before anything is stored.
+Importing this module loads neither torch nor the tagger: the CLI reads a manifest first.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from artwork.encoder import Encoder
 from artwork.faces import FaceModel, FaceScan, face_model, main_face
-from artwork.images import ImageLimits, ImageRejected, LoadedImage, collect_image_files, load_image
+from artwork.images import (Fingerprint, ImageLimits, ImageRejected, LoadedImage, collect_image_files, fingerprint,
+                            load_image)
 from artwork.progress import progress_bar
 from artwork.records import ActorMatch
-from artwork.store import Catalog
-from artwork.tagging import FaceGallery, Vocabulary, ZeroShotTagger, load_vocabulary
+from artwork.store import Catalog, StoreError, check_title_id
 
 if TYPE_CHECKING:
+    import torch
+
+    from artwork.encoder import Encoder
     from artwork.frames import FrameConfig
+    from artwork.tagging import FaceGallery, Vocabulary, ZeroShotTagger
+
+#: What to do with an upload that looks like a candidate the title already has.
+NearDuplicates = Literal["skip", "keep", "ignore"]
 
 
 @dataclass
@@ -36,9 +50,11 @@ class Outcome:
     """What happened to one input."""
 
     name: str
-    status: str  # "added", "duplicate" or "rejected"
-    artwork_id: str | None = None
-    reason: str = ""
+    # "added", "duplicate" (same bytes), "near-duplicate" (same picture, not stored), "rejected"
+    # (a named file that is not an acceptable image) or "skipped" (a folder entry that is not one)
+    status: str
+    artwork_id: str | None = None  # the artwork added, or the one it duplicates
+    reason: str = ""  # for "added": set when a near duplicate was kept on purpose
 
 
 @dataclass
@@ -74,6 +90,7 @@ class _Prepared:
     item: NewImage
     loaded: LoadedImage
     faces: FaceScan
+    fingerprint: Fingerprint
 
 
 class CastRejected(ValueError):
@@ -92,6 +109,8 @@ class Ingestor:
                  faces: FaceModel | None = None):
         if not reembed:
             catalog.check_encoder(encoder.encoder_id)  # fail before any work, not after
+        from artwork.tagging import load_vocabulary
+
         self.catalog = catalog
         self.encoder = encoder
         self.vocab = vocab or load_vocabulary()
@@ -108,28 +127,55 @@ class Ingestor:
     @property
     def tagger(self) -> ZeroShotTagger:
         if self._tagger is None:  # text embeddings of ~200 prompts: only when a new image needs them
+            from artwork.tagging import ZeroShotTagger
+
             self._tagger = ZeroShotTagger(self.encoder, self.vocab)
         return self._tagger
 
     # -- uploads ----------------------------------------------------------------------------
     def upload_files(self, title_id: str, paths: Iterable[str | Path], title_name: str | None = None,
-                     progress: bool = True) -> IngestReport:
-        """Add image files and folders to a title, creating the title if needed."""
-        files, problems = collect_image_files(paths)
-        report = IngestReport(title_id, [Outcome(p.name, "rejected", reason=p.reason) for p in problems])
-        items = (NewImage(name=str(f), data=b"", source=f"upload:{f.name}") for f in files)
-        sub = self.add_images(title_id, items, title_name=title_name, progress=progress, total=len(files),
-                              read_files=True)
+                     progress: bool = True, allow_duplicates: bool = False) -> IngestReport:
+        """Add image files and folders to a title, creating the title if needed.
+
+        Near duplicates of the title's candidates are skipped, or stored anyway with
+        `allow_duplicates` (their outcome's reason says so either way).
+        """
+        found = collect_image_files(paths)
+        report = IngestReport(title_id, [Outcome(p.name, "rejected", reason=p.reason) for p in found.problems]
+                              + [Outcome(p.name, "skipped", reason=p.reason) for p in found.skipped])
+        items = (NewImage(name=str(f), data=b"", source=f"upload:{f.name}") for f in found.files)
+        sub = self.add_images(title_id, items, title_name=title_name, progress=progress, total=len(found.files),
+                              read_files=True, near_duplicates="keep" if allow_duplicates else "skip")
         report.outcomes.extend(sub.outcomes)
         return report
 
+    def upload_manifest(self, rows: Sequence[ManifestRow], progress: bool = True,
+                        allow_duplicates: bool = False) -> list[IngestReport]:
+        """Store the rows of a manifest that `read_manifest` validated: one report per title, in manifest order."""
+        by_title: dict[str, list[ManifestRow]] = {}
+        for row in rows:
+            by_title.setdefault(row.title_id, []).append(row)
+        reports = []
+        for title_id, title_rows in by_title.items():
+            items = [NewImage(name=f"line {r.line}: {r.path}", data=r.data, source=f"upload:{r.path.name}",
+                              meta={"notes": r.notes} if r.notes else {}) for r in title_rows]
+            reports.append(self.add_images(title_id, items, progress=progress,
+                                           near_duplicates="keep" if allow_duplicates else "skip"))
+        return reports
+
     def add_images(self, title_id: str, items: Iterable[NewImage], title_name: str | None = None,
-                   progress: bool = True, total: int | None = None, read_files: bool = False) -> IngestReport:
-        """Validate, scan for faces, embed, tag and store images as candidates of a title."""
+                   progress: bool = True, total: int | None = None, read_files: bool = False,
+                   near_duplicates: NearDuplicates = "ignore") -> IngestReport:
+        """Validate, scan for faces, embed, tag and store images as candidates of a title.
+
+        `near_duplicates`: "skip" an image that looks like one of the title's candidates, "keep" it
+        (its outcome's reason says what it looks like), or "ignore" the question (video frames).
+        """
         self.faces.load()  # a missing face model fails here, before anything is stored
         self.catalog.ensure_title(title_id, title_name)
         report = IngestReport(title_id)
         seen: dict[str, str] = {}  # sha256 -> artwork id, for duplicates inside this upload
+        known = None if near_duplicates == "ignore" else self.title_fingerprints(title_id)
         new_ids: list[str] = []
         items = list(items)
         with progress_bar(total if total is not None else len(items), f"ingest {title_id}",
@@ -142,7 +188,8 @@ class Ingestor:
                 if i + 1 < len(batches):
                     pending = pool.submit(self._prepare, batches[i + 1], read_files)
                 report.outcomes.extend(rejected)
-                for outcome in self._store_batch(title_id, prepared, cached, pixels, seen):
+                for outcome in self._store_batch(title_id, prepared, cached, pixels, seen, known,
+                                                 near_duplicates):
                     report.outcomes.append(outcome)
                     if outcome.status == "added":
                         new_ids.append(outcome.artwork_id)
@@ -151,6 +198,21 @@ class Ingestor:
         if (new_ids or backfilled) and self.catalog.cast_members(title_id):
             self.rescore_actors(title_id, None if backfilled else new_ids)
         return report
+
+    def title_fingerprints(self, title_id: str) -> list[tuple[str, Fingerprint, str]]:
+        """(artwork id, fingerprint, source) of a title's candidates; computes and stores missing ones
+        (artworks stored before fingerprints existed)."""
+        out, missing = [], {}
+        for aid, text, source, sha in self.catalog.fingerprints(title_id):
+            if text is None:
+                fp = fingerprint(load_image(self.catalog.blob(sha), sha, ImageLimits(min_side=1)).image)
+                missing[aid] = fp.to_text()
+            else:
+                fp = Fingerprint.from_text(text)
+            out.append((aid, fp, source))
+        if missing:
+            self.catalog.set_fingerprints(missing)
+        return out
 
     def _prepare(self, batch: Sequence[NewImage], read_files: bool
                  ) -> tuple[list[_Prepared], list[Outcome], dict[str, np.ndarray | None], torch.Tensor | None]:
@@ -170,7 +232,7 @@ class Ingestor:
                 continue
             if loaded.sha256 not in scans:
                 scans[loaded.sha256] = self.cast.faces_of(loaded.sha256, loaded.image)
-            prepared.append(_Prepared(item, loaded, scans[loaded.sha256]))
+            prepared.append(_Prepared(item, loaded, scans[loaded.sha256], fingerprint(loaded.image)))
         cached = {p.loaded.sha256: self.catalog.cached_embedding(p.loaded.sha256, self.encoder.encoder_id)
                   for p in prepared}
         need = {p.loaded.sha256: p.loaded.image for p in prepared if cached[p.loaded.sha256] is None}
@@ -178,7 +240,9 @@ class Ingestor:
         return prepared, rejected, cached, pixels
 
     def _store_batch(self, title_id: str, prepared: list[_Prepared], cached: dict[str, np.ndarray | None],
-                     pixels: torch.Tensor | None, seen: dict[str, str]) -> Iterator[Outcome]:
+                     pixels: torch.Tensor | None, seen: dict[str, str],
+                     known: list[tuple[str, Fingerprint, str]] | None,
+                     near_duplicates: NearDuplicates) -> Iterator[Outcome]:
         enc_id = self.encoder.encoder_id
         fresh = [sha for sha, vec in cached.items() if vec is None]  # same order as the pixels
         if pixels is not None:
@@ -195,12 +259,25 @@ class Ingestor:
             if existing:
                 yield Outcome(li.name, "duplicate", existing, "same image bytes already stored for this title")
                 continue
+            looks_like = ""
+            if known is not None:
+                near = [(p.fingerprint.distance(fp), aid, src) for aid, fp, src in known if p.fingerprint.near(fp)]
+                if near:
+                    (bits, colour), twin, src = min(near)
+                    looks_like = (f"looks like artwork {twin} ({src}): {bits} of 64 hash bits and "
+                                  f"{colour:.1f} colour levels apart")
+                    if near_duplicates == "skip":
+                        yield Outcome(li.name, "near-duplicate", twin, looks_like)
+                        continue
             meta = dict(p.item.meta, format=li.format)
             aid, _ = self.catalog.add_artwork(title_id, li.data, li.sha256, p.item.source, li.width,
                                               li.height, enc_id, cached[li.sha256], tags[li.sha256],
-                                              self.vocab.key, meta, faces=p.faces)
+                                              self.vocab.key, meta, faces=p.faces,
+                                              fingerprint=p.fingerprint.to_text())
             seen[li.sha256] = aid
-            yield Outcome(li.name, "added", aid)
+            if known is not None:  # later files of this upload are compared with this one too
+                known.append((aid, p.fingerprint, p.item.source))
+            yield Outcome(li.name, "added", aid, looks_like)
 
     # -- video frames -----------------------------------------------------------------------
     def add_video_frames(self, title_id: str, video: str | Path, max_candidates: int = 12,
@@ -208,11 +285,16 @@ class Ingestor:
                          progress: bool = True) -> IngestReport:
         """Mine up to `max_candidates` frames from a video and add them like uploads.
 
-        The whole video is read and validated before anything is stored (FramesError otherwise).
+        Frames showing the title's cast (its gallery as it stands), or else any face looking at
+        the camera, are preferred, one frame per shot (artwork.frames, "Faces"). The whole video
+        is read and validated before anything is stored (FramesError otherwise).
         """
-        from artwork.frames import mine_frames
+        from artwork.frames import FrameFaces, mine_frames
 
-        frames = mine_frames(video, max_candidates, config, embed=self.encoder.embed_images, progress=progress)
+        self.faces.load()  # a missing face model fails before the video is read, not after
+        gallery = self.cast.gallery(title_id) if self.catalog.title(title_id) is not None else None
+        frames = mine_frames(video, max_candidates, config, embed=self.encoder.embed_images, progress=progress,
+                             faces=FrameFaces(self.faces, gallery))
         items = []
         for f in frames:
             buf = io.BytesIO()
@@ -278,7 +360,8 @@ class CastManager:
         """
         if self.catalog.title(title_id) is None:
             raise ImageRejected(title_id, "unknown title: upload its artwork first")
-        files, problems = collect_image_files(ref_paths)
+        found = collect_image_files(ref_paths)
+        files, problems = found.files, list(found.problems)  # as before: folder entries that are not images are passed over
         if not files and not problems:
             raise ImageRejected(name, "no reference images given")
         self.faces.load()
@@ -306,6 +389,8 @@ class CastManager:
 
     def gallery(self, title_id: str) -> FaceGallery | None:
         """The title's cast as reference face descriptors (None: no actor has a usable reference)."""
+        from artwork.tagging import FaceGallery
+
         refs: dict[str, list[np.ndarray]] = {}
         for member in self.catalog.cast_members(title_id):
             for sha, face in member.refs:
@@ -342,6 +427,128 @@ class CastManager:
             scores[a.artwork_id] = gallery.match(scan) if scan is not None else {}
         self.catalog.put_actor_scores(scores)
         return gallery.thresholds
+
+
+# -- manifests --------------------------------------------------------------------------------------
+MANIFEST_COLUMNS = ("title", "file", "notes")
+MAX_NOTES_CHARS = 2000
+
+
+@dataclass
+class ManifestRow:
+    """One validated manifest row: where it is, what it adds, and the file's bytes (already decoded once)."""
+
+    line: int
+    title_id: str
+    path: Path
+    notes: str
+    data: bytes
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be stored as a whole; the message names every bad line and why."""
+
+    def __init__(self, manifest: str | Path, problems: Sequence[str]):
+        if len(problems) == 1:
+            text = f"{manifest}: {problems[0]} (nothing was stored)"
+        else:
+            text = f"{manifest}: {len(problems)} problems, nothing was stored:\n  " + "\n  ".join(problems)
+        super().__init__(text)
+        self.problems = list(problems)
+
+
+def read_manifest(manifest: str | Path, limits: ImageLimits = ImageLimits()) -> list[ManifestRow]:
+    """Read and check a CSV manifest (header `title,file,notes`; notes optional) before anything is stored.
+
+    Files are relative to the manifest's folder unless absolute. Every row is checked, every image
+    decoded with `limits`, and every problem collected: ManifestError lists them all (by line), so
+    a designer fixes the file once, and a bad row never leaves the good ones half stored.
+    """
+    manifest = Path(manifest)
+    try:
+        raw = manifest.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(manifest, ["no such file"]) from None
+    except IsADirectoryError:
+        raise ManifestError(manifest, ["is a folder; expected a CSV file"]) from None
+    except OSError as exc:
+        raise ManifestError(manifest, [f"cannot read file ({exc.strerror})"]) from None
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM from spreadsheet exports is not part of a column name
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ManifestError(manifest, [f"line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                                       f"save the CSV as UTF-8"]) from None
+    # Universal newlines, as a text file is read: CRLF exports give "\n" inside quoted notes too.
+    reader = csv.reader(io.StringIO(text, newline=None), strict=True)
+    problems: list[str] = []
+    rows: list[ManifestRow] = []
+    header: list[str] | None = None
+    line = 1  # where the next record starts (a quoted value may span lines)
+    try:
+        for record in reader:
+            start, line = line, reader.line_num + 1
+            if not any(v.strip() for v in record):
+                continue  # blank lines: a spreadsheet's trailing ones, or spacing
+            if header is None:
+                header = [h.strip().lower() for h in record]
+                unknown = [h for h in header if h not in MANIFEST_COLUMNS]
+                missing = [c for c in ("title", "file") if c not in header]
+                repeated = sorted({h for h in header if header.count(h) > 1})
+                if unknown or missing or repeated:
+                    parts = ([f"unknown column(s) {', '.join(map(repr, unknown))}"] if unknown else []) + \
+                            ([f"missing column(s) {', '.join(missing)}"] if missing else []) + \
+                            ([f"column(s) {', '.join(repeated)} given twice"] if repeated else [])
+                    raise ManifestError(manifest, [f"line {start}: header: {'; '.join(parts)}; expected the columns "
+                                                   f"title, file and optionally notes"])
+                continue
+            if len(record) > len(header):
+                problems.append(f"line {start}: {len(record)} values but the header has {len(header)} columns "
+                                f"({', '.join(header)}); quote a value that contains a comma")
+                continue
+            row = dict(zip(header, record))
+            checked = _manifest_row(manifest.parent, start, row, limits)
+            if isinstance(checked, str):
+                problems.append(checked)
+            else:
+                rows.append(checked)
+    except csv.Error as exc:  # an unterminated quote and the like: later lines cannot be trusted
+        problems.append(f"line {reader.line_num}: not valid CSV ({exc})")
+    if header is None:
+        raise ManifestError(manifest, ["empty; expected a header line `title,file,notes` and one row per image"])
+    if not rows and not problems:
+        raise ManifestError(manifest, ["no rows below the header; expected one row per image"])
+    if problems:
+        raise ManifestError(manifest, problems)
+    return rows
+
+
+def _manifest_row(folder: Path, line: int, row: dict[str, str], limits: ImageLimits) -> ManifestRow | str:
+    """One row checked, or the line saying what is wrong with it."""
+    title_id, file, notes = (row.get(c, "").strip() for c in MANIFEST_COLUMNS)
+    if not title_id:
+        return f"line {line}: the title is empty; expected a title id"
+    try:
+        check_title_id(title_id)
+    except StoreError as exc:
+        return f"line {line}: {exc}"
+    if not file:
+        return f"line {line}: the file is empty; expected an image path (relative to the manifest's folder)"
+    if len(notes) > MAX_NOTES_CHARS:
+        return f"line {line}: notes have {len(notes)} characters; at most {MAX_NOTES_CHARS}"
+    path = folder / file  # an absolute `file` stays as it is
+    if not path.exists():
+        return f"line {line}: {file}: no such file (looked for {path})"
+    if not path.is_file():
+        return f"line {line}: {file}: not a file; a row names one image"
+    try:
+        data = path.read_bytes()
+        load_image(data, file, limits)  # decoded now and again when stored: no row fails after the first is stored
+    except OSError as exc:
+        return f"line {line}: {file}: cannot read file ({exc.strerror})"
+    except ImageRejected as exc:
+        return f"line {line}: {exc}"
+    return ManifestRow(line, title_id, path, notes, data)
 
 
 def _chunks(seq: Sequence, n: int) -> Iterator[Sequence]:

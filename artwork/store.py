@@ -10,6 +10,11 @@ Schema version 2 added faces (`face_scans`, `faces`), the lead flag of a cast me
 chosen from each cast reference and the distance behind each actor score. A version 1 catalog is
 migrated when opened (added tables and columns, no rows rewritten); its artworks get their faces
 the next time their title is written to (`artwork.ingest.CastManager.ensure_faces`).
+
+`artworks.fingerprint` (perceptual fingerprint, `artwork.images.Fingerprint`, for near-duplicate
+detection) is added in place to any catalog that lacks it, without a version change: the column is
+nullable and every insert names its columns, so older builds keep working on such a catalog. NULL
+means "not computed yet"; an upload computes the missing ones of its title first.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ ADDED_COLUMNS = (
     ("actor_scores", "distance", "REAL"),
     ("actor_scores", "face", "INTEGER"),
     ("actor_scores", "method", "TEXT"),  # NULL: scored by the CLIP matcher of version 1
+    ("artworks", "fingerprint", "TEXT"),  # NULL: not computed yet (see the module docstring)
 )
 #: Longest cast member name: "actor:" + name must fit a taste key (bandit.features.MAX_TASTE_KEY_CHARS).
 MAX_CAST_NAME_CHARS = 120
@@ -89,6 +95,12 @@ class StoreError(RuntimeError):
 
 class EncoderMismatch(StoreError):
     """An embedding from a different encoder than the catalog's was about to be mixed in."""
+
+
+def check_title_id(title_id: str) -> None:
+    """A title id is used in URLs and file names: non-empty, not only spaces, no '/'."""
+    if not title_id or not title_id.strip() or "/" in title_id:
+        raise StoreError(f"invalid title id {title_id!r}: expected a non-empty id without '/'")
 
 
 def artwork_id_for(title_id: str, sha256: str) -> str:
@@ -185,8 +197,7 @@ class Catalog(WalDatabase):
     # -- titles -----------------------------------------------------------------------------
     def ensure_title(self, title_id: str, name: str | None = None) -> tuple[Title, bool]:
         """Return the title, creating it if needed; the flag says whether it was created."""
-        if not title_id or not title_id.strip() or "/" in title_id:
-            raise StoreError(f"invalid title id {title_id!r}: expected a non-empty id without '/'")
+        check_title_id(title_id)
         with self.transaction() as db:
             row = db.execute("SELECT name FROM titles WHERE title_id=?", (title_id,)).fetchone()
             if row:
@@ -202,6 +213,15 @@ class Catalog(WalDatabase):
 
     def titles(self) -> list[Title]:
         return [Title(*r) for r in self._query("SELECT title_id, name FROM titles ORDER BY title_id")]
+
+    def title_summaries(self) -> list[dict]:
+        """Every title with its artwork counts and pin, by title id (the shape of GET /v1/titles)."""
+        rows = self._query(
+            "SELECT t.title_id, t.name, COUNT(a.artwork_id), COALESCE(SUM(a.disabled), 0), "
+            "MAX(CASE WHEN a.pinned THEN a.artwork_id END) "
+            "FROM titles t LEFT JOIN artworks a USING (title_id) GROUP BY t.title_id ORDER BY t.title_id")
+        return [{"title_id": tid, "name": name, "artworks": n, "disabled": int(disabled), "pinned": pinned}
+                for tid, name, n, disabled, pinned in rows]
 
     # -- artworks ---------------------------------------------------------------------------
     def has_artwork(self, title_id: str, sha256: str) -> str | None:
@@ -233,6 +253,7 @@ class Catalog(WalDatabase):
         vocab: str,
         meta: dict | None = None,
         faces: FaceScan | None = None,
+        fingerprint: str | None = None,
     ) -> tuple[str, bool]:
         """Store one artwork with its bytes, embedding, tags and faces atomically; returns (id, created)."""
         artwork_id = artwork_id_for(title_id, sha256)
@@ -249,10 +270,41 @@ class Catalog(WalDatabase):
                 self._put_face_scan(db, sha256, faces)
             db.execute(
                 "INSERT INTO artworks (artwork_id, title_id, sha256, source, width, height, "
-                "size_bytes, created, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "size_bytes, created, meta, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (artwork_id, title_id, sha256, source, width, height, len(data), time.time(),
-                 json.dumps(meta or {})))
+                 json.dumps(meta or {}), fingerprint))
         return artwork_id, True
+
+    def fingerprints(self, title_id: str) -> list[tuple[str, str | None, str, str]]:
+        """(artwork id, stored fingerprint or None, source, sha256) of a title's artworks, oldest first."""
+        return self._query("SELECT artwork_id, fingerprint, source, sha256 FROM artworks WHERE title_id=? "
+                           "ORDER BY created, artwork_id", (title_id,))
+
+    def set_fingerprints(self, fingerprints: dict[str, str]) -> None:
+        """Store computed fingerprints: artwork id -> `Fingerprint.to_text()`."""
+        with self.transaction() as db:
+            db.executemany("UPDATE artworks SET fingerprint=? WHERE artwork_id=?",
+                           [(fp, aid) for aid, fp in fingerprints.items()])
+
+    def remove_artwork(self, artwork_id: str) -> Artwork:
+        """Delete one candidate in one transaction and return it as it was.
+
+        Its actor scores go with it; its image bytes, embeddings, tags and faces go too unless another
+        artwork or a cast reference shows the same bytes. The event log is not touched: decisions that
+        showed the artwork stay as they were logged (the caller decides whether removing is allowed).
+        """
+        with self.transaction() as db:
+            art = self.artwork(artwork_id)
+            if art is None:
+                raise StoreError(f"unknown artwork id {artwork_id!r} (see `artwork show TITLE_ID`)")
+            db.execute("DELETE FROM actor_scores WHERE artwork_id=?", (artwork_id,))
+            db.execute("DELETE FROM artworks WHERE artwork_id=?", (artwork_id,))
+            sha = art.sha256
+            if not db.execute("SELECT 1 FROM artworks WHERE sha256=? UNION ALL "
+                              "SELECT 1 FROM cast_refs WHERE sha256=?", (sha, sha)).fetchone():
+                for table in ("embeddings", "image_tags", "faces", "face_scans", "blobs"):
+                    db.execute(f"DELETE FROM {table} WHERE sha256=?", (sha,))
+        return art
 
     # -- faces ----------------------------------------------------------------------------------
     def face_scan(self, sha256: str, model: str = FACE_MODEL_ID) -> FaceScan | None:

@@ -243,7 +243,9 @@ def drive_world(url: str, world: World, mapping: Mapping[str, Mapping[str, str]]
             page = world.page(visit_rng, i)
             user = page.user
             u_click = click_rng.random(len(page.title_ids))
-            delays = [max(0, int(world.delay(delay_rng))) for _ in page.title_ids]  # one per slot, as run_world
+            # One per slot, as run_world; only clicks are posted (the service closes silence at its
+            # window), so each is a click's delay.
+            delays = [max(0, int(world.delay(delay_rng, 1.0))) for _ in page.title_ids]
             pages_seen.append((user.user_id, list(page.title_ids)))
             context = {k: v for k, v in (("device", user.device), ("hour", user.hour), ("country", user.country))
                        if v is not None}

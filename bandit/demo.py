@@ -483,7 +483,9 @@ def run_demo(store: str | Path, encoder: Encoder, cfg: DemoConfig = DemoConfig()
         ]
         if encoder.is_tiny:
             notes.append("Pretrained CLIP weights were not available: the catalog was embedded and tagged by the "
-                         "project's tiny random test encoder, so tags carry no meaning (see README, CLIP weights).")
+                         "project's tiny random test encoder, so its mood and genre tags carry no meaning (see "
+                         "README, CLIP weights). Actor tags do not come from CLIP: they come from the pretrained "
+                         "face model (dlib face descriptors compared with each title's cast photos).")
         data = report_data_from(engine.catalog, records, title="Artwork engine demo", policy=learned,
                                 policy_name=label, segments=segments, segment_shares=shares,
                                 projection=engine.projection, curves=curves, oracle=sim.oracle_value(),

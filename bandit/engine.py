@@ -5,7 +5,7 @@ online and snapshots the policy. The FastAPI app (`bandit.server`) is a thin lay
 the demo and benchmarks call it directly, so in-process and over-HTTP behaviour are one code path.
 
 Learning order is the invariant everything hangs on: every learn event (joined feedback, a window
-closed at reward 0, or a late click correcting such a close) gets a `learn_seq` in the same SQLite
+closed at reward 0, or a late click correcting such a close) gets a `learn_seq` in the same event-log
 transaction that records it, and the policy learns events strictly in learn_seq order (one lock
 around "commit + learn"), through one function (`_learn`) fed by the rows the transaction wrote
 or, at restart, by `EventLog.finalized_after`. A snapshot records the last learn_seq it includes,
@@ -36,7 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from artwork.records import Artwork
 from artwork.store import Catalog, StoreError
 from bandit.baselines import UniformPolicy
-from bandit.events import DecisionRow, EventLog, NewDecision
+from bandit.events import BaseEventLog, DecisionRow, NewDecision, open_event_log
 from bandit.features import (MAX_EXCLUDE, MAX_ID_CHARS, MAX_TASTE_KEYS, Candidate, ContextError, EmbeddingProjection,
                              UserContext, candidates_from_artworks, taste_from_history, text_problem)
 from bandit.policy import BasePolicy, NoCandidatesError, PolicyError
@@ -80,7 +80,9 @@ class NotFoundError(EngineError, LookupError):
 class EngineConfig:
     """Everything the engine needs besides the catalog; times are seconds."""
 
-    events: str | None = None  # event log path; default: "<store>.events.db" next to the catalog
+    # The event log: a SQLite file (default: "<store>.events.db" next to the catalog) or a
+    # postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE URL (bandit.events.open_event_log).
+    events: str | None = None
     snapshot_dir: str | None = None  # default: "<store>.snapshots/"
     policy: str = DEFAULT_POLICY  # a name in bandit.registry.POLICIES (a snapshot, when present, wins)
     exploration: str = "squarecb"  # VW exploration (see bandit.policy.EXPLORATIONS)
@@ -233,10 +235,17 @@ class Engine:
         self._own_catalog = not isinstance(catalog, Catalog)
         self.catalog = Catalog(catalog) if not isinstance(catalog, Catalog) else catalog
         store = self.catalog.path
-        self.events_path = Path(self.config.events or f"{store}.events.db")
         self.snapshot_dir = Path(self.config.snapshot_dir or f"{store}.snapshots")
         # With the timer running, WAL checkpoints happen on it, never inside a request's commit.
-        self.events = EventLog(self.events_path, durable=self.config.durable, auto_checkpoint=not start_timer)
+        try:
+            self.events: BaseEventLog = open_event_log(self.config.events or f"{store}.events.db",
+                                                       durable=self.config.durable, auto_checkpoint=not start_timer)
+        except BaseException:
+            if self._own_catalog:  # an unreachable or refused log must not leave the catalog open
+                self.catalog.close()
+            raise
+        # What messages and /health name: the SQLite file (a Path), or the URL with its password masked.
+        self.events_path: Path | str = self.events.location
         # A second connection only for PRAGMA data_version: it changes whenever another
         # connection (an upload, a designer flag) commits to the catalog, at microseconds a check.
         self._watch = sqlite3.connect(store, check_same_thread=False, isolation_level=None)
@@ -765,12 +774,24 @@ class Engine:
         return out
 
     def title_artworks(self, title_id: str) -> list[dict[str, Any]]:
-        """A title's candidates with tags, flags and running stats (impressions, clicks, take rate)."""
+        """A title's candidates with tags, faces (count, recognised cast, lead), flags and running stats
+        (impressions, clicks, take rate)."""
         view = self._refresh()
         tv = view.titles.get(title_id)
         if tv is None:
             raise NotFoundError(f"unknown title id {title_id!r}")
         stats = self.events.artwork_stats(a.artwork_id for a in tv.artworks)
+
+        def faces(a: Artwork) -> dict[str, Any] | None:
+            t, f = a.tags, a.tags.faces
+            if f is None:  # not scanned yet (a catalog from before faces): unknown, not "no face"
+                return None
+            actors = [{"name": n, "confidence": t.actors.get(n, 1.0), "distance": t.actor_distances.get(n),
+                       "lead": n == f.lead} for n in t.actors_present]
+            actors.sort(key=lambda x: (-x["confidence"], x["name"]))
+            return {"count": f.n_faces, "largest_share": f.largest_share, "largest_x": f.largest_x,
+                    "lead": f.lead, "lead_visible": f.lead_visible, "actors": actors}
+
         out = []
         for a in tv.artworks:
             imp, closed, clicks, rsum = stats.get(a.artwork_id, (0, 0, 0, 0.0))
@@ -785,6 +806,7 @@ class Engine:
                 "pinned": a.pinned,
                 "tags": {"moods": a.tags.moods, "genres": a.tags.genres, "actors": a.tags.actors,
                          "actors_present": a.tags.actors_present},
+                "faces": faces(a),
                 "stats": {
                     "impressions": imp,
                     "outcomes": closed,  # impressions whose reward is known (joined or window closed)
@@ -864,6 +886,8 @@ class Engine:
             "encoder": self.catalog.encoder_id,
             "titles": len(view.titles),
             "artworks": len(view.artworks),
+            "event_log": self.events.backend,  # sqlite | postgresql
+            "event_log_location": str(self.events.location),  # a URL's password is masked
         }
 
     def metrics(self) -> dict[str, float]:

@@ -1,4 +1,11 @@
-"""The serving event log: one SQLite file (WAL) holding every decision, feedback, join and snapshot.
+"""The serving event log: every decision, feedback, join and snapshot, in SQLite or PostgreSQL.
+
+Two backends behind one interface (`BaseEventLog`, opened with `open_event_log`): `EventLog`, one
+SQLite file (WAL) for one machine and the default, and `bandit.events_pg.PostgresEventLog` for
+choosers on several machines. Everything that defines the log's behaviour below (what a feedback
+post does, how a window closes, the learn-event query) is written once in `BaseEventLog`; a backend
+supplies the connection, how learn_seq numbers are allocated, and the row locks SQLite does not need
+because it has a single writer.
 
 Why SQLite and not the Parquet decision log: the server must have a decision on disk *before* it
 answers, join feedback to it later, close reward windows after a restart and know which events a
@@ -29,23 +36,32 @@ rewards that the ladder cannot order are a conflict: nothing changes.
 Deferred activation: a decision logged with `active=False` (`decisions.inactive = 1`) has no window
 running (deadline +inf, so no close ever picks it) and no impression counted until `activate` (or
 feedback, which activates it first) starts its window.
+
+Concurrent writers (PostgreSQL): a transaction that may write learn events takes the learn_seq
+allocation first and keeps it to its commit, then locks decision rows, then artwork_stats rows, then
+meta; multi-row writes go in key order. One order for every lock means no deadlock, and learn events
+commit one transaction at a time in learn_seq order (see bandit/events_pg.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from artwork.sqlite import WalDatabase, connect_wal
 from bandit.decisions import DecisionRecord
 
-__all__ = ["EventLog", "DecisionRow", "FinalizeResult", "NewDecision", "SCHEMA", "SCHEMA_VERSION"]
+__all__ = ["BaseEventLog", "EventLog", "EventLogError", "EventLogUnavailable", "DecisionRow", "FinalizeResult",
+           "NewDecision", "SCHEMA", "SCHEMA_VERSION", "is_event_log_url", "mask_url", "open_event_log"]
 
 # 2: the `corrections` table and `decisions.late_seq` (late clicks). Logs written by version 1
 # are migrated when opened (see `EventLog._migrate`).
@@ -221,71 +237,149 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, allow_nan=False, separators=(",", ":"))
 
 
-class EventLog(WalDatabase):
-    """A connection to one event-log file, shared by the threads of one server process."""
+# -- errors and URLs ------------------------------------------------------------------------------------
 
-    def __init__(self, path: str | Path, *, durable: bool = False, timeout: float = 30.0,
-                 auto_checkpoint: bool = True) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Owner-only like the snapshots: the log holds every user's context and history. SQLite gives
-        # the -wal and -shm files the main file's mode, so creating it 0600 covers all three.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        self._lock = threading.RLock()
-        self._db = connect_wal(self.path, timeout)
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        if not auto_checkpoint:
-            # The checkpoint (copying the WAL into the file, with an fsync) would otherwise run inside
-            # whichever request's COMMIT crosses 1000 pages: a latency spike every second under load.
-            # The owner calls `checkpoint()` from a background thread instead.
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
-        self._ckpt: sqlite3.Connection | None = None
-        with self.transaction() as db:
-            self._migrate(db)
-            for stmt in SCHEMA.strip().split(";"):
-                if stmt.strip():
-                    db.execute(stmt)
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
-    @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        """Bring a log written by an older version up to this schema, inside the opening transaction.
+class EventLogError(ValueError):
+    """An event log cannot be opened as asked (a bad or unsupported URL, a newer schema); the message
+    names the log (a URL with its password masked) and what was expected."""
 
-        Version 1 had no `decisions.late_seq` (NULL: never corrected, which every old row is) and
-        no `corrections` table (SCHEMA creates it). ADD COLUMN rewrites no rows, so this is instant.
-        """
-        cols = {r[1] for r in db.execute("PRAGMA table_info(decisions)").fetchall()}
-        if cols and "late_seq" not in cols:
-            db.execute("ALTER TABLE decisions ADD COLUMN late_seq INTEGER")
-        # Version 2 -> 3: every old decision was active and never upgraded; every old correction
-        # was a late click (the DEFAULT fills them in without rewriting rows).
-        if cols and "upgrade_seq" not in cols:
-            db.execute("ALTER TABLE decisions ADD COLUMN upgrade_seq INTEGER")
-        if cols and "inactive" not in cols:
-            db.execute("ALTER TABLE decisions ADD COLUMN inactive INTEGER NOT NULL DEFAULT 0")
-        ccols = {r[1] for r in db.execute("PRAGMA table_info(corrections)").fetchall()}
-        if ccols and "kind" not in ccols:
-            db.execute("ALTER TABLE corrections ADD COLUMN kind TEXT NOT NULL DEFAULT 'late'")
+
+class EventLogUnavailable(sqlite3.OperationalError):
+    """A PostgreSQL event log cannot be reached or failed a statement.
+
+    A subclass of sqlite3.OperationalError on purpose: the server answers sqlite3.Error with a 503
+    `store_unavailable` (Retry-After, /health degraded until a write succeeds) and `artwork serve`
+    turns a sqlite3.DatabaseError at startup into one line; a PostgreSQL outage takes those same
+    paths instead of becoming a 500 or a traceback.
+    """
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+PG_SCHEMES = ("postgresql", "postgres")
+PG_URL_FORM = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?PARAM=VALUE...]"
+
+
+def is_event_log_url(spec: str | os.PathLike[str]) -> bool:
+    """True for a URL (`scheme://...`), False for a file path."""
+    return isinstance(spec, str) and _URL.match(spec) is not None
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password (in the user part or a `password=` parameter) replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            auth, host = netloc.rsplit("@", 1)
+            if ":" in auth:
+                netloc = f"{auth.split(':', 1)[0]}:***@{host}"
+        query = parts.query
+        if "password" in query.lower():
+            query = urlencode([(k, "***" if k.lower() == "password" else v)
+                               for k, v in parse_qsl(query, keep_blank_values=True)], safe="/*")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:  # unparseable: say nothing of it rather than risk echoing a password
+        return f"{url.split(':', 1)[0]}://***"
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (a driver's error message) with the URL's password removed wherever it appears."""
+    secrets = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            secrets.append(parts.password)
+        secrets += [v for k, v in parse_qsl(parts.query) if k.lower() == "password" and v]
+    except ValueError:
+        pass
+    for secret in secrets:
+        for form in {secret, quote(secret, safe="")}:
+            text = text.replace(form, "***")
+    return text.replace(url, mask_url(url))
+
+
+def open_event_log(spec: str | os.PathLike[str], **kw: Any) -> BaseEventLog:
+    """The event log at `spec`: a file path -> SQLite (`EventLog`), a postgresql:// URL -> PostgreSQL.
+
+    `kw` (durable, timeout, auto_checkpoint) goes to the backend; PostgreSQL needs none of it.
+    Raises EventLogError for a URL of another kind, EventLogUnavailable when PostgreSQL cannot be reached.
+    """
+    if not is_event_log_url(spec):
+        return EventLog(spec, **kw)
+    check_scheme(str(spec))
+    from bandit.events_pg import PostgresEventLog  # psycopg only for those who use it
+
+    return PostgresEventLog(str(spec), **kw)
+
+
+def check_scheme(url: str) -> None:
+    """EventLogError unless `url` is a PostgreSQL URL (the one kind of URL an event log can be)."""
+    if url.split(":", 1)[0].lower() not in PG_SCHEMES:
+        raise EventLogError(f"unsupported event log URL {mask_url(url)}: expected a file path (SQLite) "
+                            f"or {PG_URL_FORM}")
+
+
+# -- the log's semantics, written once ---------------------------------------------------------------
+
+
+class BaseEventLog:
+    """The event log's interface and behaviour; `EventLog` (SQLite) and `PostgresEventLog` store it.
+
+    A backend provides `transaction()` (a handle with sqlite3's `execute`/`executemany`, `?`
+    placeholders), `_query`, `close`, `checkpoint`, `file_bytes`, `location`, and the statements
+    below that differ between the two. One connection per log object, shared by the threads of a
+    process under `_lock`.
+    """
+
+    backend = ""  # "sqlite" | "postgresql"
+    _lock: threading.RLock
+    # The next learn_seq this transaction would get, with allocation held until it ends (SQLite:
+    # its single writer holds everything already; PostgreSQL locks the counter row).
+    _PEEK_SEQ = f"SELECT ({_MAX_LEARN_SEQ}) + 1"
+    _ALLOC_SEQ = f"SELECT ({_MAX_LEARN_SEQ}) + 1"  # allocate the next learn_seq
+    _MAX_SEQ = _MAX_LEARN_SEQ
+    _FOR_UPDATE = ""  # appended to the SELECT of the decision a transaction is about to change
+    _SKIP_LOCKED = ""  # appended to close_expired's SELECT of due windows
+    _PURGE_SESSIONS = "DELETE FROM sessions WHERE expires <= ?"
+    _NO_LIMIT: Any = -1  # LIMIT value meaning "all rows"
+
+    # -- what a backend provides ----------------------------------------------------------------------
+    def transaction(self) -> ContextManager[Any]:
+        """A write transaction: committed when the block ends, rolled back on any exception."""
+        raise NotImplementedError
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        raise NotImplementedError
 
     def close(self) -> None:
-        """Close the connection (checkpointing the WAL)."""
-        with self._lock:
-            if self._ckpt is not None:
-                self._ckpt.close()
-            self._db.close()
+        """Close the connection."""
+        raise NotImplementedError
 
     def checkpoint(self) -> None:
-        """Copy the WAL into the database file without blocking writers (its own connection, PASSIVE)."""
-        if self._ckpt is None:
-            self._ckpt = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        """Housekeeping the owner's timer runs off the request path (SQLite: a WAL checkpoint)."""
+        raise NotImplementedError
+
+    def file_bytes(self) -> int:
+        """Bytes the log takes on disk."""
+        raise NotImplementedError
+
+    @property
+    def location(self) -> Path | str:
+        """Where the log is, safe to show: the file, or the URL with its password masked."""
+        raise NotImplementedError
 
     # -- meta ---------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        """A stored setting, or None."""
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0][0] if rows else None
+
     def set_meta(self, key: str, value: str) -> None:
         """Store a setting."""
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+            db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                       (key, value))
 
     # -- decisions ------------------------------------------------------------------------------
     def log_page(
@@ -307,12 +401,15 @@ class EventLog(WalDatabase):
         if not decisions:
             return
         with self.transaction() as db:
-            cur = db.execute(
-                "INSERT INTO requests (time, user_id, context) VALUES (?, ?, ?)", (now, user_id, _dumps(context))
-            )
-            request_id = cur.lastrowid
+            request_id = db.execute(
+                "INSERT INTO requests (time, user_id, context) VALUES (?, ?, ?) RETURNING request_id",
+                (now, user_id, _dumps(context)),
+            ).fetchone()[0]
+            # Feature sets, sessions and stats in key order: two pages written at once (PostgreSQL)
+            # then lock shared rows in the same order and cannot deadlock. Same rows either way.
             db.executemany(
-                "INSERT OR IGNORE INTO featuresets (fs_key, features) VALUES (?, ?)", list(featuresets.items())
+                "INSERT INTO featuresets (fs_key, features) VALUES (?, ?) ON CONFLICT (fs_key) DO NOTHING",
+                sorted(featuresets.items()),
             )
             db.executemany(
                 "INSERT INTO decisions (event_id, request_id, time, user_id, title_id, candidates, fs_key, "
@@ -328,37 +425,33 @@ class EventLog(WalDatabase):
                 ],
             )
             db.executemany(
-                "INSERT OR REPLACE INTO sessions (user_id, title_id, event_id, expires) VALUES (?, ?, ?, ?)",
-                [(user_id, d.title_id, d.event_id, session_expires) for d in decisions],
+                "INSERT INTO sessions (user_id, title_id, event_id, expires) VALUES (?, ?, ?, ?) ON CONFLICT "
+                "(user_id, title_id) DO UPDATE SET event_id = excluded.event_id, expires = excluded.expires",
+                sorted(((user_id, d.title_id, d.event_id, session_expires) for d in decisions), key=lambda r: r[1]),
             )
-            db.executemany(
-                "INSERT INTO artwork_stats (artwork_id, impressions) VALUES (?, 1) "
-                "ON CONFLICT(artwork_id) DO UPDATE SET impressions = impressions + 1",
-                [(d.chosen,) for d in decisions if d.active],
-            )
+            shown = Counter(d.chosen for d in decisions if d.active)
+            db.executemany(_ADD_IMPRESSIONS, sorted(shown.items()))
 
     def activate(self, event_id: str, deadline: float) -> tuple[str, DecisionRow | None]:
         """Start an inactive decision's window (it was rendered): ("activated", row) with `deadline`
         set and its impression counted; ("already_active", row) for an active one, whatever its
         status (idempotent); ("not_found", None)."""
         with self.transaction() as db:
-            row = self._select_decision(db, event_id)
+            row = self._select_decision(db, event_id, lock=True)
             if row is None:
                 return "not_found", None
-            if row.active:
+            if row.active or not self._activate(db, row, deadline):
                 return "already_active", row
-            self._activate(db, row, deadline)
             return "activated", self._select_decision(db, event_id)
 
     @staticmethod
-    def _activate(db: sqlite3.Connection, row: DecisionRow, deadline: float) -> None:
-        db.execute("UPDATE decisions SET inactive=0, deadline=? WHERE event_id=? AND inactive=1",
-                   (deadline, row.event_id))
-        db.execute(
-            "INSERT INTO artwork_stats (artwork_id, impressions) VALUES (?, 1) "
-            "ON CONFLICT(artwork_id) DO UPDATE SET impressions = impressions + 1",
-            (row.chosen,),
-        )
+    def _activate(db: Any, row: DecisionRow, deadline: float) -> bool:
+        """Activate `row`; False when it was active already (the impression is counted once)."""
+        if db.execute("UPDATE decisions SET inactive=0, deadline=? WHERE event_id=? AND inactive=1",
+                      (deadline, row.event_id)).rowcount != 1:
+            return False
+        db.execute(_ADD_IMPRESSIONS, (row.chosen, 1))
+        return True
 
     def decision(self, event_id: str) -> DecisionRow | None:
         """One decision by event id."""
@@ -374,34 +467,40 @@ class EventLog(WalDatabase):
         return rows[0][0] if rows else None
 
     # -- joins and reward windows --------------------------------------------------------------
-    @staticmethod
-    def _next_learn_seq(db: sqlite3.Connection) -> int:
-        # learn_seq orders learning: live learning and restart replay apply learn events in this
-        # order, which is what makes a restored policy identical to the one that was killed. One
-        # sequence across decisions and corrections, allocated inside the writing transaction.
-        return int(db.execute(_MAX_LEARN_SEQ).fetchone()[0]) + 1
+    # learn_seq orders learning: live learning and restart replay apply learn events in this order,
+    # which is what makes a restored policy identical to the one that was killed. One sequence
+    # across decisions and corrections, allocated inside the writing transaction.
+    def _peek_learn_seq(self, db: Any) -> int:
+        return int(db.execute(self._PEEK_SEQ).fetchone()[0])
 
-    @staticmethod
-    def _learn_events(db: sqlite3.Connection, after: int, limit: int = -1) -> list[DecisionRow]:
-        return [DecisionRow.from_sql(r) for r in db.execute(_LEARN_EVENTS, (after, after, limit)).fetchall()]
+    def _next_learn_seq(self, db: Any) -> int:
+        return int(db.execute(self._ALLOC_SEQ).fetchone()[0])
 
-    def _finalize(self, db: sqlite3.Connection, event_id: str, reward: float, status: str, now: float) -> int:
+    def _learn_events(self, db: Any, after: int, limit: int | None = None) -> list[DecisionRow]:
+        lim = self._NO_LIMIT if limit is None else limit
+        return [DecisionRow.from_sql(r) for r in db.execute(_LEARN_EVENTS, (after, after, lim)).fetchall()]
+
+    def _finalize(self, db: Any, event_id: str, reward: float, status: str, now: float) -> int:
         learn_seq = self._next_learn_seq(db)
-        db.execute(
-            "UPDATE decisions SET status=?, reward=?, final_time=?, learn_seq=? WHERE event_id=?",
+        # `status='open'`: a window is finalized once. Were it not open, the transaction is rolled
+        # back with its learn_seq, so the sequence keeps no hole either.
+        if db.execute(
+            "UPDATE decisions SET status=?, reward=?, final_time=?, learn_seq=? WHERE event_id=? AND status='open'",
             (status, reward, now, learn_seq, event_id),
-        )
+        ).rowcount != 1:
+            raise RuntimeError(f"decision {event_id!r} is not open: its window was finalized already")
         return int(learn_seq)
 
-    def _select_decision(self, db: sqlite3.Connection, event_id: str) -> DecisionRow | None:
+    def _select_decision(self, db: Any, event_id: str, lock: bool = False) -> DecisionRow | None:
         row = db.execute(
-            f"SELECT {_DECISION_COLS} FROM decisions d JOIN requests r USING (request_id) WHERE d.event_id=?",
+            f"SELECT {_DECISION_COLS} FROM decisions d JOIN requests r USING (request_id) WHERE d.event_id=?"
+            + (self._FOR_UPDATE if lock else ""),
             (event_id,),
         ).fetchone()
         return DecisionRow.from_sql(row) if row else None
 
     @staticmethod
-    def _count_outcome(db: sqlite3.Connection, artwork_id: str, reward: float) -> None:
+    def _count_outcome(db: Any, artwork_id: str, reward: float) -> None:
         db.execute(
             "UPDATE artwork_stats SET closed = closed + 1, clicks = clicks + ?, reward_sum = reward_sum + ? "
             "WHERE artwork_id=?",
@@ -429,12 +528,13 @@ class EventLog(WalDatabase):
         """
         w = {"click": 1.0, "play": 1.0, **(weights or {})}
         with self.transaction() as db:
-            row = self._select_decision(db, event_id)
+            # The learn_seq allocation first, then the decision's row (the lock order, see above).
+            first = self._peek_learn_seq(db)
+            row = self._select_decision(db, event_id, lock=True)
             if row is None:
                 return FinalizeResult("not_found")
-            activated = not row.active
+            activated = not row.active and self._activate(db, row, now + activate_window)
             if activated:
-                self._activate(db, row, now + activate_window)
                 row = self._select_decision(db, event_id)
                 assert row is not None
             fb = db.execute("SELECT reward, click, play FROM feedback WHERE event_id=?", (event_id,)).fetchone()
@@ -442,7 +542,6 @@ class EventLog(WalDatabase):
                 fb = (row.reward, None, None)
             if fb is not None:
                 return self._ladder(db, row, fb, reward, click, play, w, now, activated)
-            first = self._next_learn_seq(db)
             if row.status == "open" and now < row.deadline:
                 self._insert_feedback(db, event_id, now, reward, click, play)
                 self._finalize(db, event_id, reward, "joined", now)
@@ -458,7 +557,7 @@ class EventLog(WalDatabase):
             if reward <= 0:
                 db.execute(
                     "INSERT INTO meta(key, value) VALUES ('feedback_expired', '1') "
-                    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                    "ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)"
                 )
                 return FinalizeResult("expired", row, row.reward, finalized=closed_here,
                                       learn=self._learn_events(db, first - 1), activated=activated)
@@ -468,8 +567,7 @@ class EventLog(WalDatabase):
             return FinalizeResult("late", self._select_decision(db, event_id), reward, finalized=closed_here,
                                   learn=self._learn_events(db, first - 1), activated=activated)
 
-    def _correct(self, db: sqlite3.Connection, row: DecisionRow, now: float, old: float, new: float,
-                 kind: str) -> int:
+    def _correct(self, db: Any, row: DecisionRow, now: float, old: float, new: float, kind: str) -> int:
         """Log a reward change of a finalized decision as a correction with the next learn_seq."""
         seq = self._next_learn_seq(db)
         db.execute(
@@ -485,7 +583,7 @@ class EventLog(WalDatabase):
         )
         return seq
 
-    def _ladder(self, db: sqlite3.Connection, row: DecisionRow, fb: Sequence[Any], reward: float,
+    def _ladder(self, db: Any, row: DecisionRow, fb: Sequence[Any], reward: float,
                 click: bool | None, play: bool | None, w: Mapping[str, float], now: float,
                 activated: bool) -> FinalizeResult:
         """A post for an event that already has its feedback (joined, or late): the upgrade ladder.
@@ -538,7 +636,7 @@ class EventLog(WalDatabase):
                               learn=self._learn_events(db, seq - 1), activated=activated)
 
     @staticmethod
-    def _insert_feedback(db: sqlite3.Connection, event_id: str, now: float, reward: float,
+    def _insert_feedback(db: Any, event_id: str, now: float, reward: float,
                          click: bool | None, play: bool | None) -> None:
         db.execute(
             "INSERT INTO feedback (event_id, time, reward, click, play) VALUES (?, ?, ?, ?, ?)",
@@ -548,26 +646,23 @@ class EventLog(WalDatabase):
     def close_expired(self, now: float, limit: int = 5000) -> list[DecisionRow]:
         """Close up to `limit` open decisions whose window has passed (reward 0), oldest deadline first.
 
-        Returns the closed rows in learn_seq order, for the caller to learn from.
+        Returns the closed rows in learn_seq order, for the caller to learn from. With several
+        writers (PostgreSQL) each due window is closed by exactly one of them.
         """
         with self.transaction() as db:
-            first = self._next_learn_seq(db)
-            ids = [
-                r[0]
-                for r in db.execute(
-                    "SELECT event_id FROM decisions WHERE status='open' AND deadline <= ? ORDER BY deadline, seq LIMIT ?",
-                    (now, limit),
-                ).fetchall()
-            ]
-            if not ids:
+            first = self._peek_learn_seq(db)
+            due = db.execute(
+                "SELECT event_id, chosen FROM decisions WHERE status='open' AND deadline <= ? "
+                "ORDER BY deadline, seq LIMIT ?" + self._SKIP_LOCKED,
+                (now, limit),
+            ).fetchall()
+            if not due:
                 return []
-            for eid in ids:
+            for eid, _ in due:
                 self._finalize(db, eid, 0.0, "closed", now)
-                db.execute(
-                    "UPDATE artwork_stats SET closed = closed + 1 WHERE artwork_id = "
-                    "(SELECT chosen FROM decisions WHERE event_id=?)",
-                    (eid,),
-                )
+            closed = Counter(chosen for _, chosen in due)
+            db.executemany("UPDATE artwork_stats SET closed = closed + ? WHERE artwork_id = ?",
+                           [(n, a) for a, n in sorted(closed.items())])
             return self._learn_events(db, first - 1)
 
     def finalized_after(self, learn_seq: int, batch: int = 2000) -> Iterator[DecisionRow]:
@@ -578,8 +673,7 @@ class EventLog(WalDatabase):
         """
         last = learn_seq
         while True:
-            with self._lock:
-                rows = self._learn_events(self._db, last, batch)
+            rows = [DecisionRow.from_sql(r) for r in self._query(_LEARN_EVENTS, (last, last, batch))]
             if not rows:
                 return
             for row in rows:
@@ -588,7 +682,7 @@ class EventLog(WalDatabase):
 
     def max_learn_seq(self) -> int:
         """The highest learn_seq handed out so far, decisions and corrections (0 when none)."""
-        return int(self._query(_MAX_LEARN_SEQ)[0][0])
+        return int(self._query(self._MAX_SEQ)[0][0])
 
     # -- sessions ---------------------------------------------------------------------------------
     def active_sessions(self, now: float) -> list[DecisionRow]:
@@ -608,7 +702,7 @@ class EventLog(WalDatabase):
     def purge_sessions(self, now: float) -> int:
         """Delete expired sessions; returns how many."""
         with self.transaction() as db:
-            return db.execute("DELETE FROM sessions WHERE expires <= ?", (now,)).rowcount
+            return db.execute(self._PURGE_SESSIONS, (now,)).rowcount
 
     # -- quarantine -------------------------------------------------------------------------------
     # A learn event the policy could not learn (a context that no longer validates, a policy that
@@ -619,9 +713,9 @@ class EventLog(WalDatabase):
         """Record that learn event `learn_seq` was not learned and why; False if it already was."""
         with self.transaction() as db:
             return db.execute(
-                "INSERT OR IGNORE INTO quarantine (learn_seq, event_id, time, error) VALUES (?, ?, ?, ?)",
-                (int(learn_seq), event_id.encode("utf-8", "backslashreplace").decode("utf-8"), now,
-                 error.encode("utf-8", "backslashreplace").decode("utf-8")[:2000]),
+                "INSERT INTO quarantine (learn_seq, event_id, time, error) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (learn_seq) DO NOTHING",
+                (int(learn_seq), _storable(event_id), now, _storable(error)[:2000]),
             ).rowcount > 0
 
     def quarantined(self) -> dict[int, str]:
@@ -678,10 +772,6 @@ class EventLog(WalDatabase):
         return [(p, int(s), int(v)) for p, s, v in self._query(
             "SELECT path, learned_seq, version FROM snapshots ORDER BY id DESC")]
 
-    def file_bytes(self) -> int:
-        """Size of the log on disk, WAL included."""
-        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
-
     # -- export -----------------------------------------------------------------------------------
     def records(self) -> list[DecisionRecord]:
         """Every decision as a `DecisionRecord` for offline evaluation.
@@ -709,3 +799,90 @@ class EventLog(WalDatabase):
                 )
             )
         return out
+
+
+_ADD_IMPRESSIONS = (
+    "INSERT INTO artwork_stats (artwork_id, impressions) VALUES (?, ?) "
+    "ON CONFLICT (artwork_id) DO UPDATE SET impressions = artwork_stats.impressions + excluded.impressions"
+)
+
+
+def _storable(text: str) -> str:
+    # Lone surrogates (from a client's odd bytes) cannot be encoded and PostgreSQL text cannot hold
+    # NUL: both are written as escapes.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+# -- SQLite ----------------------------------------------------------------------------------------
+
+
+class EventLog(WalDatabase, BaseEventLog):
+    """The SQLite event log: one file, one connection shared by the threads of one server process."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path, *, durable: bool = False, timeout: float = 30.0,
+                 auto_checkpoint: bool = True) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner-only like the snapshots: the log holds every user's context and history. SQLite gives
+        # the -wal and -shm files the main file's mode, so creating it 0600 covers all three.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        self._lock = threading.RLock()
+        self._db = connect_wal(self.path, timeout)
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        if not auto_checkpoint:
+            # The checkpoint (copying the WAL into the file, with an fsync) would otherwise run inside
+            # whichever request's COMMIT crosses 1000 pages: a latency spike every second under load.
+            # The owner calls `checkpoint()` from a background thread instead.
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._ckpt: sqlite3.Connection | None = None
+        with self.transaction() as db:
+            self._migrate(db)
+            for stmt in SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    @property
+    def location(self) -> Path:
+        """The log's file."""
+        return self.path
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Bring a log written by an older version up to this schema, inside the opening transaction.
+
+        Version 1 had no `decisions.late_seq` (NULL: never corrected, which every old row is) and
+        no `corrections` table (SCHEMA creates it). ADD COLUMN rewrites no rows, so this is instant.
+        """
+        cols = {r[1] for r in db.execute("PRAGMA table_info(decisions)").fetchall()}
+        if cols and "late_seq" not in cols:
+            db.execute("ALTER TABLE decisions ADD COLUMN late_seq INTEGER")
+        # Version 2 -> 3: every old decision was active and never upgraded; every old correction
+        # was a late click (the DEFAULT fills them in without rewriting rows).
+        if cols and "upgrade_seq" not in cols:
+            db.execute("ALTER TABLE decisions ADD COLUMN upgrade_seq INTEGER")
+        if cols and "inactive" not in cols:
+            db.execute("ALTER TABLE decisions ADD COLUMN inactive INTEGER NOT NULL DEFAULT 0")
+        ccols = {r[1] for r in db.execute("PRAGMA table_info(corrections)").fetchall()}
+        if ccols and "kind" not in ccols:
+            db.execute("ALTER TABLE corrections ADD COLUMN kind TEXT NOT NULL DEFAULT 'late'")
+
+    def close(self) -> None:
+        """Close the connection (checkpointing the WAL)."""
+        with self._lock:
+            if self._ckpt is not None:
+                self._ckpt.close()
+            self._db.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file without blocking writers (its own connection, PASSIVE)."""
+        if self._ckpt is None:
+            self._ckpt = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def file_bytes(self) -> int:
+        """Size of the log on disk, WAL included."""
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())

@@ -34,6 +34,7 @@ __all__ = [
     "Candidate",
     "EmbeddingProjection",
     "taste_from_history",
+    "title_cast",
     "tag_features",
     "face_features",
     "candidate_from_artwork",
@@ -245,13 +246,16 @@ class Candidate:
 def tag_features(tags: Tags, top_k: int | None = 5, min_score: float = 0.01) -> dict[str, float]:
     """Flatten an artwork's tags to "kind:label" -> score, keeping the top_k labels of each kind.
 
-    Actors: the names in `actors_present` when the tagger filled it (their similarity, or 1.0),
-    else the raw similarity scores. Low scores are dropped so examples stay small and fast.
+    Actors: the names in `actors_present` (their confidence, or 1.0) when the tagger filled it or
+    the artwork was scanned for faces, else the raw similarity scores (catalogs tagged before
+    faces). A face-based confidence below the threshold says "probably not this actor", not "this
+    actor a little": an unrecognised face must not give the artwork an actor feature that a fan's
+    `actor:<name>` taste would then be crossed with. Low scores are dropped so examples stay small.
     """
     out: dict[str, float] = {}
     for kind, prefix in TAG_KINDS.items():
         scores: dict[str, float] = dict(getattr(tags, kind) or {})
-        if kind == "actors" and tags.actors_present:
+        if kind == "actors" and (tags.actors_present or tags.faces is not None):
             scores = {name: float(scores.get(name, 1.0)) for name in tags.actors_present}
         items = [
             (label, float(s))
@@ -284,16 +288,32 @@ def face_features(tags: Tags, decimals: int = 4) -> dict[str, float]:
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
+def title_cast(artworks: Iterable[Artwork]) -> list[str]:
+    """A title's cast as its artworks' tags know it: every actor scored on any of them.
+
+    The cast gallery scores every artwork against every cast member (present or not), so this is
+    the gallery's cast, including actors whose face no candidate shows.
+    """
+    names: set[str] = set()
+    for a in artworks:
+        names.update(n for n in (a.tags.actors or {}) if n)
+        names.update(n for n in a.tags.actors_present if n)
+    return sorted(names)
+
+
 def taste_from_history(
     history: Iterable[str],
     artworks_by_title: Mapping[str, Sequence[Artwork]],
     top_k: int | None = 5,
 ) -> dict[str, float]:
-    """Aggregate the tags of watched titles' artworks into a taste profile (unknown titles ignored).
+    """Aggregate watched titles into a taste profile (unknown titles ignored).
 
-    Each title counts once however many artworks it has (tags are averaged over its artworks),
-    then titles are averaged, so values stay on the tag-score scale (0..1 for probabilities).
-    A title watched twice counts twice: rewatching is a signal.
+    Moods and genres: the tags of each title's artworks, averaged over its artworks. Actors: the
+    title's cast (`title_cast`), 1.0 each: whoever watched the title watched its cast, however
+    many of its candidate images happen to show each face. Each title counts once however many
+    artworks it has, then titles are averaged, so values stay on the tag-score scale (0..1) and
+    "actor:<name>" is the share of watched titles the actor is in. A title watched twice counts
+    twice: rewatching is a signal.
     """
     totals: dict[str, float] = {}
     n_titles = 0
@@ -304,10 +324,15 @@ def taste_from_history(
         per_title: dict[str, float] = {}
         for a in arts:
             for k, v in tag_features(a.tags, top_k=top_k).items():
-                per_title[k] = per_title.get(k, 0.0) + v
+                if not k.startswith("actor:"):
+                    per_title[k] = per_title.get(k, 0.0) + v / len(arts)
+        for name in title_cast(arts):
+            key = f"actor:{name}"
+            if len(key) <= MAX_TASTE_KEY_CHARS:
+                per_title[key] = 1.0
         n_titles += 1
         for k, v in per_title.items():
-            totals[k] = totals.get(k, 0.0) + v / len(arts)
+            totals[k] = totals.get(k, 0.0) + v
     if n_titles == 0:
         return {}
     return {k: v / n_titles for k, v in sorted(totals.items())}

@@ -4,19 +4,23 @@ The estimators themselves live in `bandit.replay` (pure formulas on arrays); thi
 our own `DecisionRecord` logs into those arrays: the target policy's probability for every
 logged candidate, and a reward model's q(x, a) cross-fitted on the log (each half of the log is
 scored by a model fitted on the other half, so DM/DR do not grade rows the model memorised).
+It also picks the rows to evaluate on (`select_rows`: the exploration slice, a time holdout or
+all), cuts them into segments (`segment_labels`) and compares two policies on one log with a
+paired bootstrap (`compare_log`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from bandit.decisions import DecisionRecord
-from bandit.learning import fit_reward_model
-from bandit.policy import Policy
-from bandit.replay import Estimate, OPEInputs, build_inputs, evaluate_policy
+from bandit.learning import LogTables, Progress, cross_fit_q, row_bucket
+from bandit.policy import Policy, hour_bucket
+from bandit.replay import Comparison, Estimate, OPEInputs, build_inputs, compare_policies, evaluate_policy
 
 
 @dataclass
@@ -30,50 +34,272 @@ class LogArrays:
     mask: np.ndarray  # (n, k) True where a candidate exists
 
 
-def log_arrays(records: Sequence[DecisionRecord], l2: float = 1.0, folds: int = 2, seed: int = 0) -> LogArrays:
+def log_arrays(records: Sequence[DecisionRecord], l2: float = 1.0, folds: int = 2, seed: int = 0,
+               progress: Progress | None = None) -> LogArrays:
     """Arrays of the rewarded rows of a log, with a cross-fitted reward model."""
     recs = [r for r in records if r.reward is not None]
     if len(recs) < 2 * folds:
         raise ValueError(f"the log has {len(recs)} decisions with a reward; offline evaluation needs at least "
                          f"{2 * folds}")
-    counts = np.array([len(r.candidates) for r in recs])
-    k = int(counts.max())
-    n = len(recs)
-    mask = np.arange(k)[None, :] < counts[:, None]
-    q = np.zeros((n, k))
-    # Random folds: logs come in pages (title 1, 2, 3, 4, 1, 2, ...), so `i % folds` would put
-    # whole titles in one fold and leave the other fold's model without their intercepts.
-    fold = np.random.default_rng(seed).permutation(n) % folds
-    for f in range(folds):
-        model = fit_reward_model([r for r, g in zip(recs, fold) if g != f], l2=l2)
-        rows = np.flatnonzero(fold == f)
-        q[rows] = model.predict_records([recs[i] for i in rows], width=k)
-    return LogArrays(
-        action=np.array([r.candidates.index(r.chosen) for r in recs]),
-        reward=np.array([float(r.reward) for r in recs]),
-        pscore=np.array([r.probability for r in recs]),
-        q_hat=q, mask=mask)
+    tables = LogTables.from_records(recs)
+    q = cross_fit_q(tables, folds=folds, seed=seed, l2=l2, progress=progress).q
+    return LogArrays(action=tables.chosen, reward=tables.reward, pscore=np.array([r.probability for r in recs]),
+                     q_hat=q, mask=tables.slots >= 0)
 
 
-def target_distribution(policy: Policy, records: Sequence[DecisionRecord], k: int) -> np.ndarray:
+def target_distribution(policy: Policy, records: Sequence[DecisionRecord], k: int,
+                        progress: Progress | None = None, step: str = "target policy") -> np.ndarray:
     """(n, k) probabilities the target policy gives each logged candidate (rewarded rows only)."""
     recs = [r for r in records if r.reward is not None]
     dist = np.zeros((len(recs), k))
+    report = progress or _no_progress
+    every = max(1, len(recs) // 100)
     for i, r in enumerate(recs):
         d = policy.distribution(r.user_context(), r.title_id, r.candidate_objects())
         dist[i, :len(r.candidates)] = [d.get(a, 0.0) for a in r.candidates]
+        if i % every == 0:
+            report(step, i, len(recs))
+    report(step, len(recs), len(recs))
     return dist
 
 
-def policy_inputs(policy: Policy, records: Sequence[DecisionRecord], arrays: LogArrays) -> OPEInputs:
+def _no_progress(step: str, done: float, total: float) -> None:
+    return None
+
+
+def policy_inputs(policy: Policy, records: Sequence[DecisionRecord], arrays: LogArrays,
+                  progress: Progress | None = None, step: str = "target policy") -> OPEInputs:
     """Estimator inputs for one target policy on one log."""
-    dist = target_distribution(policy, records, arrays.mask.shape[1])
+    dist = target_distribution(policy, records, arrays.mask.shape[1], progress, step)
     return build_inputs(dist, arrays.action, arrays.reward, arrays.pscore, q_hat=arrays.q_hat)
 
 
 def evaluate_log(records: Sequence[DecisionRecord], policies: Mapping[str, Policy], n_bootstrap: int = 1000,
-                 level: float = 0.95, seed: int = 0) -> dict[str, list[Estimate]]:
+                 level: float = 0.95, seed: int = 0, progress: Progress | None = None) -> dict[str, list[Estimate]]:
     """Every applicable estimator for every policy on one log."""
-    arrays = log_arrays(records)
-    return {name: evaluate_policy(policy_inputs(p, records, arrays), n_bootstrap=n_bootstrap, level=level, seed=seed)
+    arrays = log_arrays(records, progress=progress)
+    return {name: evaluate_policy(policy_inputs(p, records, arrays, progress, f"{name}: probabilities"),
+                                  n_bootstrap=n_bootstrap, level=level, seed=seed, progress=progress)
             for name, p in policies.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Which rows to evaluate on
+# ---------------------------------------------------------------------------------------------
+
+#: What `--on` accepts: the uniform exploration slice, the last 20% by time, or every row.
+SLICES = ("explore", "holdout", "all")
+HOLDOUT_SHARE = 0.2
+#: The exploration slice is the default only when it is big enough to say something.
+MIN_EXPLORE_ROWS = 200
+#: The engine's exploration pages are served by `UniformPolicy`, whose decisions log this name.
+EXPLORE_POLICY = "uniform"
+
+
+@dataclass
+class Slice:
+    """The rows an evaluation runs on, and in words which and why."""
+
+    name: str
+    records: list[DecisionRecord]
+    description: str
+
+
+def _rewarded(records: Sequence[DecisionRecord]) -> list[DecisionRecord]:
+    return [r for r in records if r.reward is not None]
+
+
+def select_rows(records: Sequence[DecisionRecord], on: str | None = None) -> Slice:
+    """The rewarded rows to evaluate on.
+
+    explore: decisions served on the engine's uniform exploration pages (`--explore-share`; they
+    log policy "uniform"), where every candidate had support: the demo's own method.  holdout:
+    the last 20% of decisions by time, so a policy trained on the first 80% is not graded on what
+    it learned.  all: every rewarded row (optimistic for any policy trained on this log).
+    None picks explore when the log has at least `MIN_EXPLORE_ROWS` exploration rows (or is
+    uniform throughout), else holdout.
+    """
+    if on is not None and on not in SLICES:
+        raise ValueError(f"--on must be one of {', '.join(SLICES)}; got {on!r}")
+    rows = _rewarded(records)
+    if not rows:
+        raise ValueError("the log has no decision with a reward yet; nothing to evaluate")
+    explore = [r for r in rows if r.policy == EXPLORE_POLICY]
+    if on is None:
+        on = "explore" if len(explore) >= min(MIN_EXPLORE_ROWS, len(rows)) else "holdout"
+        why = ("the default when the log has an exploration slice" if on == "explore" else
+               f"the default: only {len(explore):,} rows come from exploration pages, fewer than {MIN_EXPLORE_ROWS}")
+    else:
+        why = "--on " + on
+    if on == "explore":
+        if not explore:
+            policies = sorted({r.policy for r in rows})
+            raise ValueError(f"--on explore: no row of the log comes from a uniform exploration page (policy "
+                             f"{EXPLORE_POLICY!r}); the log's policies are {', '.join(policies)}. Serve with "
+                             "--explore-share to log one, or use --on holdout")
+        return Slice("explore", explore, f"{len(explore):,} rows from uniform exploration pages ({why})")
+    if on == "holdout":
+        ordered = sorted(range(len(rows)), key=lambda i: rows[i].time)
+        take = max(1, math.ceil(HOLDOUT_SHARE * len(rows)))
+        held = [rows[i] for i in sorted(ordered[-take:])]
+        since = min(r.time for r in held)
+        return Slice("holdout", held, f"the last {take:,} of {len(rows):,} rows by time "
+                                      f"({HOLDOUT_SHARE:.0%}, from t={since:.0f}; {why})")
+    return Slice("all", rows, f"all {len(rows):,} rows with a reward ({why})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Segments
+# ---------------------------------------------------------------------------------------------
+
+#: What `--by` accepts; each is read from the logged context.
+SEGMENT_FIELDS = ("device", "country", "hour", "row", "taste-cluster")
+NONE_LABEL = "(none)"
+
+
+def segment_labels(records: Sequence[DecisionRecord], by: str, clusters: int = 3, seed: int = 0) -> list[str]:
+    """One label per record: its segment by ``by``.
+
+    hour and row are bucketed as the policy sees them (night/morning/afternoon/evening; rows
+    0..4, 5+); taste-cluster is k-means (scikit-learn, seeded) over the taste vectors, each
+    cluster named by its strongest keys, and a context without taste is its own segment.
+    """
+    if by not in SEGMENT_FIELDS:
+        raise ValueError(f"--by must be one of {', '.join(SEGMENT_FIELDS)}; got {by!r}")
+    if by == "taste-cluster":
+        return _taste_clusters(records, clusters, seed)
+    field_name = by
+    values = [r.context.get(field_name) for r in records]
+    if all(v is None for v in values):
+        present = sorted({k for r in records for k, v in r.context.items() if v not in (None, {}, [])})
+        raise ValueError(f"--by {by}: no logged context has a {field_name}; the contexts carry "
+                         f"{', '.join(present) or 'nothing'}")
+    if by == "hour":
+        return [NONE_LABEL if v is None else hour_bucket(int(v)) for v in values]
+    if by == "row":
+        return [NONE_LABEL if v is None else row_bucket(int(v)) for v in values]
+    return [NONE_LABEL if v is None else str(v) for v in values]
+
+
+def _taste_clusters(records: Sequence[DecisionRecord], clusters: int, seed: int) -> list[str]:
+    from sklearn.cluster import KMeans
+
+    if clusters < 1:
+        raise ValueError(f"--clusters must be at least 1; got {clusters}")
+    tastes = [r.context.get("taste") or {} for r in records]
+    keys = sorted({k for t in tastes for k in t})
+    has = np.array([bool(t) for t in tastes])
+    if not has.any():
+        raise ValueError("--by taste-cluster: no logged context has a taste")
+    col = {k: j for j, k in enumerate(keys)}
+    x = np.zeros((int(has.sum()), len(keys)))
+    for i, t in enumerate(t for t in tastes if t):
+        for k, v in t.items():
+            x[i, col[k]] = v
+    k = min(clusters, len(np.unique(x, axis=0)))
+    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(x)
+    names = []
+    for j, centre in enumerate(km.cluster_centers_):
+        top = [keys[i] for i in np.argsort(-centre)[:2] if centre[i] > 0]
+        names.append(f"taste {j + 1}: {' + '.join(top) if top else 'low on every key'}")
+    labels = iter(km.labels_)
+    return [names[next(labels)] if h else "no taste" for h in has]
+
+
+def segments(labels: Sequence[str]) -> dict[str, np.ndarray]:
+    """Row indexes per segment label, largest segment first."""
+    arr = np.asarray(labels, dtype=object)
+    out = {str(v): np.flatnonzero(arr == v) for v in set(labels)}
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1].size, kv[0])))
+
+
+# ---------------------------------------------------------------------------------------------
+# Two policies on one log
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SegmentComparison:
+    """`compare_policies` on one segment of the log (``segment`` "all" for the whole slice)."""
+
+    by: str | None
+    segment: str
+    n: int
+    results: list[Comparison]
+
+
+def compare_log(records: Sequence[DecisionRecord], a: Policy, b: Policy, *, by: Sequence[str] = (),
+                clusters: int = 3, n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0,
+                min_segment_rows: int = 30, progress: Progress | None = None,
+                names: tuple[str, str] = ("A", "B")) -> list[SegmentComparison]:
+    """Policies ``a`` and ``b`` on the rewarded rows of ``records``: their estimates and the
+    paired difference ``a - b``, on the whole log and on each segment of each field in ``by``.
+
+    One cross-fitted reward model serves both policies and every segment; each segment is
+    bootstrapped within itself.  A segment with fewer than ``min_segment_rows`` rows is left
+    out (its interval would say nothing).
+    """
+    rows = _rewarded(records)
+    arrays = log_arrays(rows, progress=progress)
+    ia = policy_inputs(a, rows, arrays, progress, f"{names[0]}: probabilities")
+    ib = policy_inputs(b, rows, arrays, progress, f"{names[1]}: probabilities")
+    report = progress or _no_progress
+    out = [SegmentComparison(None, "all", ia.n, compare_policies(ia, ib, n_bootstrap=n_bootstrap, level=level,
+                                                                  seed=seed, progress=progress))]
+    for field_name in by:
+        labels = segment_labels(rows, field_name, clusters=clusters, seed=seed)
+        groups = segments(labels)
+        for g, (label, idx) in enumerate(groups.items()):
+            report(f"segments by {field_name}", g, len(groups))
+            if idx.size < max(min_segment_rows, 2):
+                continue
+            sa, sb = ia.take(idx), ib.take(idx)
+            out.append(SegmentComparison(field_name, label, int(idx.size),
+                                         compare_policies(sa, sb, n_bootstrap=n_bootstrap, level=level, seed=seed)))
+        report(f"segments by {field_name}", len(groups), len(groups))
+    return out
+
+
+def _num(x: float) -> float | None:
+    return None if not math.isfinite(x) else float(x)
+
+
+def comparison_rows(result: Sequence[SegmentComparison]) -> list[dict[str, object]]:
+    """One flat record per (segment, estimator): what --json and --csv print."""
+    rows: list[dict[str, object]] = []
+    for seg in result:
+        for c in seg.results:
+            rows.append({"by": seg.by or "", "segment": seg.segment, "n": seg.n, "estimator": c.name,
+                         "a": _num(c.a.value), "a_low": _num(c.a.low), "a_high": _num(c.a.high),
+                         "b": _num(c.b.value), "b_low": _num(c.b.low), "b_high": _num(c.b.high),
+                         "diff": _num(c.diff.value), "diff_low": _num(c.diff.low), "diff_high": _num(c.diff.high),
+                         "level": c.diff.level, "paired": c.paired})
+    return rows
+
+
+def verdict(c: Comparison) -> str:
+    """"A" or "B" when the difference's interval excludes 0 (that policy is better), else "-"."""
+    if c.diff.low > 0:
+        return "A"
+    if c.diff.high < 0:
+        return "B"
+    return "-"
+
+
+def format_comparisons(result: Sequence[SegmentComparison], level: float = 0.95) -> str:
+    """Plain-text table: segment, rows, estimator, A, B and A - B, each with its interval."""
+    head = ("segment", "rows", "estimator", "A", "B", f"A - B ({level:.0%} paired CI)", "better")
+    lines = []
+    for seg in result:
+        label = "all" if seg.by is None else f"{seg.by}={seg.segment}"
+        for c in seg.results:
+            lines.append((label, f"{seg.n:,}", c.name, f"{c.a.value:.4f} [{c.a.low:.4f}, {c.a.high:.4f}]",
+                          f"{c.b.value:.4f} [{c.b.low:.4f}, {c.b.high:.4f}]",
+                          f"{c.diff.value:+.4f} [{c.diff.low:+.4f}, {c.diff.high:+.4f}]", verdict(c)))
+            label = ""  # the segment's name once, on its first estimator
+    widths = [max(len(x[k]) for x in [head, *lines]) for k in range(len(head))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if k in (0, 2) else c.rjust(w) for k, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(head), "  ".join("-" * w for w in widths), *(line(x) for x in lines)])

@@ -23,15 +23,18 @@ Formulas (sums and means over rows):
 With positions (slates as in the Open Bandit Dataset) the same formulas hold with every
 probability and model value taken at the row's logged position; `build_inputs` does that.
 
-Each estimate carries a percentile bootstrap confidence interval over logged rows. Nothing
-here reads files except `read_logged_csv`, and nothing but `plot_estimates` writes any.
+Each estimator is one small dataclass whose formula returns per-round terms (value = mean(direct)
++ mean(num) / mean(den)); each estimate carries a percentile bootstrap confidence interval over
+logged rows, and `compare_policies` differences two policies' terms on the same resampled rows
+(a paired bootstrap). Nothing here reads files except `read_logged_csv`, and nothing but
+`plot_estimates` writes any.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -41,9 +44,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 FloatArray = NDArray[np.float64]
+#: ``progress(step, done, total)`` for long steps (as in `bandit.learning.Progress`).
+Progress = Callable[[str, float, float], None]
 
 __all__ = [
     "DEFAULT_SWITCH_TAU",
+    "Comparison",
     "DirectMethod",
     "DoublyRobust",
     "Estimate",
@@ -54,7 +60,10 @@ __all__ = [
     "SNDR",
     "SNIPS",
     "SwitchDR",
+    "Terms",
+    "applicable_estimators",
     "build_inputs",
+    "compare_policies",
     "default_estimators",
     "evaluate_policy",
     "format_table",
@@ -185,6 +194,12 @@ class OPEInputs:
         """Whether every row has the same logging propensity (what `Replay` requires)."""
         return bool(np.allclose(self.pscore, self.pscore[0], rtol=1e-9, atol=0.0))
 
+    def take(self, rows: ArrayLike) -> OPEInputs:
+        """The same inputs restricted to ``rows`` (indexes or a boolean mask): a segment of the log."""
+        idx = np.asarray(rows)
+        pick = (lambda x: None if x is None else x[idx])  # noqa: E731
+        return OPEInputs(self.reward[idx], self.pscore[idx], self.pi_e[idx], pick(self.q_logged), pick(self.v_hat))
+
 
 def build_inputs(
     action_dist: ArrayLike,
@@ -281,8 +296,11 @@ def _as_index(name: str, values: ArrayLike, n: int, size: int) -> NDArray[np.int
 # Estimators
 # --------------------------------------------------------------------------------------------
 
-# Formulas see arrays of shape (..., n) and reduce the last axis, so the same code computes the
-# point estimate (shape (n,)) and a whole block of bootstrap resamples (shape (B, n)) at once.
+# Every estimator here is one small dataclass whose formula gives per-round terms, and its value
+# is mean(direct) + mean(num) / mean(den) over rounds. Terms are arrays of shape (..., n) and the
+# value reduces the last axis, so the same code gives the point estimate (shape (n,)) and a whole
+# block of bootstrap resamples (shape (B, n)); and two policies' terms on the same resampled rows
+# give a paired bootstrap of their difference.
 
 
 def _ratio(num: FloatArray, den: FloatArray) -> FloatArray:
@@ -291,15 +309,42 @@ def _ratio(num: FloatArray, den: FloatArray) -> FloatArray:
         return np.where(den != 0, num / np.where(den != 0, den, 1.0), np.nan)
 
 
+@dataclass(frozen=True)
+class Terms:
+    """One estimator's per-round terms: value = mean(direct) + mean(num) / mean(den).
+
+    A missing part contributes nothing (``direct``, ``num``) or is 1 (``den``, a plain mean).
+    """
+
+    direct: FloatArray | None = None
+    num: FloatArray | None = None
+    den: FloatArray | None = None
+
+    def value(self) -> FloatArray:
+        """The estimate over the last axis."""
+        out: FloatArray | float = 0.0
+        if self.direct is not None:
+            out = np.mean(self.direct, axis=-1)
+        if self.num is not None:
+            num = np.mean(self.num, axis=-1)
+            out = out + (num if self.den is None else _ratio(num, np.mean(self.den, axis=-1)))
+        return np.asarray(out, dtype=np.float64)
+
+
+@dataclass(frozen=True)
 class Estimator:
-    """Base class: one formula over `OPEInputs`, plus a bootstrap interval."""
+    """Base class: one formula (`terms`) over `OPEInputs` arrays, plus a bootstrap interval."""
 
     name: ClassVar[str] = "estimator"
     needs_model: ClassVar[bool] = False
 
-    def formula(self, a: Mapping[str, FloatArray]) -> FloatArray:
-        """The estimator over the last axis of the arrays in ``a`` (keys as in `OPEInputs`)."""
+    def terms(self, a: Mapping[str, FloatArray]) -> Terms:
+        """Per-round terms from the arrays in ``a`` (keys as in `OPEInputs`, rounds on the last axis)."""
         raise NotImplementedError
+
+    def formula(self, a: Mapping[str, FloatArray]) -> FloatArray:
+        """The estimator over the last axis of the arrays in ``a``."""
+        return self.terms(a).value()
 
     def check(self, inputs: OPEInputs) -> None:
         """Raise ValueError if this estimator cannot run on ``inputs``."""
@@ -325,6 +370,11 @@ class Estimator:
         return _bootstrap_all([self], inputs, n_bootstrap, level, seed)[0]
 
 
+def _weight(a: Mapping[str, FloatArray]) -> FloatArray:
+    return a["pi_e"] / a["pscore"]
+
+
+@dataclass(frozen=True)
 class Replay(Estimator):
     """Replay (Li et al., WSDM 2011): mean reward over rows where the target agrees with the log.
 
@@ -337,7 +387,7 @@ class Replay(Estimator):
     value equals SNIPS.
     """
 
-    name = "replay"
+    name: ClassVar[str] = "replay"
 
     def check(self, inputs: OPEInputs) -> None:
         super().check(inputs)
@@ -348,77 +398,82 @@ class Replay(Estimator):
                 "Use ips/snips for non-uniform logs"
             )
 
-    def formula(self, a: Mapping[str, FloatArray]) -> FloatArray:
-        return _ratio(np.sum(a["pi_e"] * a["reward"], axis=-1), np.sum(a["pi_e"], axis=-1))
+    def terms(self, a: Mapping[str, FloatArray]) -> Terms:
+        return Terms(num=a["pi_e"] * a["reward"], den=a["pi_e"])
 
 
+@dataclass(frozen=True)
 class IPS(Estimator):
     """Inverse propensity scoring: mean(w r), w = pi_e / pscore. Unbiased given full support."""
 
-    name = "ips"
+    name: ClassVar[str] = "ips"
 
-    def formula(self, a: Mapping[str, FloatArray]) -> FloatArray:
-        return np.mean(a["pi_e"] / a["pscore"] * a["reward"], axis=-1)
+    def terms(self, a: Mapping[str, FloatArray]) -> Terms:
+        return Terms(num=_weight(a) * a["reward"])
 
 
+@dataclass(frozen=True)
 class SNIPS(Estimator):
     """Self-normalised IPS: sum(w r) / sum(w). Slightly biased, much lower variance."""
 
-    name = "snips"
+    name: ClassVar[str] = "snips"
 
-    def formula(self, a: Mapping[str, FloatArray]) -> FloatArray:
-        w = a["pi_e"] / a["pscore"]
-        return _ratio(np.sum(w * a["reward"], axis=-1), np.sum(w, axis=-1))
+    def terms(self, a: Mapping[str, FloatArray]) -> Terms:
+        w = _weight(a)
+        return Terms(num=w * a["reward"], den=w)
 
 
+@dataclass(frozen=True)
 class DirectMethod(Estimator):
     """Direct method: mean over rows of sum_a pi_e(a|x) q(x, a). Only as good as the model."""
 
-    name = "dm"
-    needs_model = True
+    name: ClassVar[str] = "dm"
+    needs_model: ClassVar[bool] = True
 
-    def formula(self, a: Mapping[str, FloatArray]) -> FloatArray:
-        return np.mean(a["v_hat"], axis=-1)
+    def terms(self, a: Mapping[str, FloatArray]) -> Terms:
+        return Terms(direct=a["v_hat"])
 
 
+@dataclass(frozen=True)
 class DoublyRobust(Estimator):
     """Doubly robust: DM plus IPS of the model's residual; unbiased if either part is right."""
 
-    name = "dr"
-    needs_model = True
+    name: ClassVar[str] = "dr"
+    needs_model: ClassVar[bool] = True
 
-    def formula(self, a: Mapping[str, FloatArray]) -> FloatArray:
-        w = a["pi_e"] / a["pscore"]
-        return np.mean(a["v_hat"] + w * (a["reward"] - a["q_logged"]), axis=-1)
+    def terms(self, a: Mapping[str, FloatArray]) -> Terms:
+        return Terms(direct=a["v_hat"] + _weight(a) * (a["reward"] - a["q_logged"]))
 
 
+@dataclass(frozen=True)
 class SNDR(Estimator):
     """Self-normalised DR: DM plus the residual correction normalised by sum(w)."""
 
-    name = "sndr"
-    needs_model = True
+    name: ClassVar[str] = "sndr"
+    needs_model: ClassVar[bool] = True
 
-    def formula(self, a: Mapping[str, FloatArray]) -> FloatArray:
-        w = a["pi_e"] / a["pscore"]
-        correction = _ratio(np.sum(w * (a["reward"] - a["q_logged"]), axis=-1), np.sum(w, axis=-1))
-        return np.mean(a["v_hat"], axis=-1) + correction
+    def terms(self, a: Mapping[str, FloatArray]) -> Terms:
+        w = _weight(a)
+        return Terms(direct=a["v_hat"], num=w * (a["reward"] - a["q_logged"]), den=w)
 
 
+@dataclass(frozen=True)
 class SwitchDR(Estimator):
     """Switch-DR (Wang et al. 2017): DR on rows with w <= tau, DM alone where w > tau."""
 
-    name = "switch-dr"
-    needs_model = True
+    tau: float = DEFAULT_SWITCH_TAU
+    name: ClassVar[str] = "switch-dr"
+    needs_model: ClassVar[bool] = True
 
-    def __init__(self, tau: float = DEFAULT_SWITCH_TAU) -> None:
-        if not tau > 0:  # also rejects NaN
-            raise ValueError(f"switch-dr tau must be a positive weight threshold; got {tau!r}")
-        self.tau = float(tau)
+    def __post_init__(self) -> None:
+        if not self.tau > 0:  # also rejects NaN
+            raise ValueError(f"switch-dr tau must be a positive weight threshold; got {self.tau!r}")
+        object.__setattr__(self, "tau", float(self.tau))
 
-    def formula(self, a: Mapping[str, FloatArray]) -> FloatArray:
-        w = a["pi_e"] / a["pscore"]
+    def terms(self, a: Mapping[str, FloatArray]) -> Terms:
+        w = _weight(a)
         kept = np.where(w <= self.tau, w, 0.0)
-        return np.mean(a["v_hat"] + kept * (a["reward"] - a["q_logged"]), axis=-1)
+        return Terms(direct=a["v_hat"] + kept * (a["reward"] - a["q_logged"]))
 
 
 def default_estimators(switch_tau: float = DEFAULT_SWITCH_TAU) -> list[Estimator]:
@@ -426,8 +481,15 @@ def default_estimators(switch_tau: float = DEFAULT_SWITCH_TAU) -> list[Estimator
     return [Replay(), IPS(), SNIPS(), DirectMethod(), DoublyRobust(), SNDR(), SwitchDR(switch_tau)]
 
 
+def applicable_estimators(inputs: OPEInputs, switch_tau: float = DEFAULT_SWITCH_TAU) -> list[Estimator]:
+    """The default set less what cannot run here: model-based ones without a model, replay on a
+    non-uniform log."""
+    return [est for est in default_estimators(switch_tau)
+            if (inputs.has_model or not est.needs_model) and (inputs.is_uniform_log or not isinstance(est, Replay))]
+
+
 # --------------------------------------------------------------------------------------------
-# Bootstrap and the all-estimators entry point
+# Bootstrap and the all-estimators entry points
 # --------------------------------------------------------------------------------------------
 
 
@@ -439,19 +501,43 @@ def _arrays(inputs: OPEInputs) -> dict[str, FloatArray]:
     return out
 
 
-def _bootstrap_all(
-    estimators: Sequence[Estimator],
-    inputs: OPEInputs,
-    n_bootstrap: int,
-    level: float,
-    seed: int,
-) -> list[Estimate]:
+def _check_bootstrap(n_bootstrap: int, level: float) -> None:
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)):
         raise ValueError(f"n_bootstrap must be an int; got {n_bootstrap!r}")
     if n_bootstrap < 2:
         raise ValueError(f"n_bootstrap must be at least 2 resamples; got {n_bootstrap}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be a confidence level in (0, 1), e.g. 0.95; got {level!r}")
+
+
+def _resamples(rng: np.random.Generator, n: int, n_bootstrap: int) -> Iterable[tuple[slice, NDArray[np.int64]]]:
+    """Blocks of resampled row indices, (block, n) each, with the block's place in the B resamples."""
+    block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // n)
+    for start in range(0, n_bootstrap, block):
+        stop = min(start + block, n_bootstrap)
+        yield slice(start, stop), rng.integers(0, n, size=(stop - start, n))
+
+
+def _percentiles(samples: FloatArray, level: float) -> tuple[float, float]:
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0:
+        return math.nan, math.nan
+    # A ratio estimator can be undefined on a resample with no support (NaN); the interval is
+    # then over the resamples where it is defined.
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(finite, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def _bootstrap_all(
+    estimators: Sequence[Estimator],
+    inputs: OPEInputs,
+    n_bootstrap: int,
+    level: float,
+    seed: int,
+    progress: Progress | None = None,
+) -> list[Estimate]:
+    _check_bootstrap(n_bootstrap, level)
     for est in estimators:
         est.check(inputs)
 
@@ -459,28 +545,15 @@ def _bootstrap_all(
     n = inputs.n
     values = [float(est.formula(arrays)) for est in estimators]
     # All estimators see the same resamples, so differences between them are not resampling noise.
-    rng = np.random.default_rng(seed)
     boot = np.empty((len(estimators), n_bootstrap), dtype=np.float64)
-    block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // n)
-    for start in range(0, n_bootstrap, block):
-        stop = min(start + block, n_bootstrap)
-        idx = rng.integers(0, n, size=(stop - start, n))
+    for where, idx in _resamples(np.random.default_rng(seed), n, n_bootstrap):
         resampled = {k: v[idx] for k, v in arrays.items()}
         for j, est in enumerate(estimators):
-            boot[j, start:stop] = est.formula(resampled)
-
-    tail = (1.0 - level) / 2.0 * 100.0
-    out: list[Estimate] = []
-    for est, value, samples in zip(estimators, values, boot):
-        finite = samples[np.isfinite(samples)]
-        if finite.size == 0:
-            low = high = math.nan
-        else:
-            # A ratio estimator can be undefined on a resample with no support (NaN); the
-            # interval is then over the resamples where it is defined.
-            low, high = (float(x) for x in np.percentile(finite, [tail, 100.0 - tail]))
-        out.append(Estimate(est.name, value, low, high, n, level))
-    return out
+            boot[j, where] = est.formula(resampled)
+        if progress is not None:
+            progress("bootstrap resamples", where.stop, n_bootstrap)
+    return [Estimate(est.name, value, *_percentiles(samples, level), n, level)
+            for est, value, samples in zip(estimators, values, boot)]
 
 
 def evaluate_policy(
@@ -491,6 +564,7 @@ def evaluate_policy(
     n_bootstrap: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> list[Estimate]:
     """Run every applicable estimator (default: all of them) with bootstrap intervals.
 
@@ -498,16 +572,88 @@ def evaluate_policy(
     model and `Replay` is skipped on non-uniform logs; an explicit ``estimators`` list is run
     as given and raises ValueError for any that cannot run.
     """
-    if estimators is None:
-        chosen = [
-            est
-            for est in default_estimators(switch_tau)
-            if (inputs.has_model or not est.needs_model)
-            and (inputs.is_uniform_log or not isinstance(est, Replay))
-        ]
-    else:
-        chosen = list(estimators)
-    return _bootstrap_all(chosen, inputs, n_bootstrap, level, seed)
+    chosen = applicable_estimators(inputs, switch_tau) if estimators is None else list(estimators)
+    return _bootstrap_all(chosen, inputs, n_bootstrap, level, seed, progress)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two policies' estimates by one estimator on the same rows, and their difference ``a - b``.
+
+    ``diff``'s interval is a paired bootstrap (each resample draws the rows once and evaluates
+    both policies on them) unless the comparison was asked unpaired.
+    """
+
+    a: Estimate
+    b: Estimate
+    diff: Estimate
+    paired: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.a.name
+
+
+def compare_policies(
+    a: OPEInputs,
+    b: OPEInputs,
+    estimators: Iterable[Estimator] | None = None,
+    *,
+    switch_tau: float = DEFAULT_SWITCH_TAU,
+    n_bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    paired: bool = True,
+    progress: Progress | None = None,
+) -> list[Comparison]:
+    """Every applicable estimator's value of policies ``a`` and ``b`` and of their difference.
+
+    Both inputs must come from the same logged rows (same rewards and propensities, same reward
+    model): only the target probabilities differ.  Each bootstrap resample draws rows once and
+    computes both policies' estimates on them, so the difference's interval leaves out the
+    sampling noise the two share (which rows happened to be logged, and their clicks); with
+    ``paired=False`` the two are resampled independently instead (wider when they are
+    positively correlated, as two policies evaluated on one log nearly always are).
+    """
+    _check_bootstrap(n_bootstrap, level)
+    if a.n != b.n:
+        raise ValueError(f"the two policies' inputs must cover the same logged rows; got {a.n} and {b.n} rows")
+    for field_name in ("reward", "pscore", "q_logged"):
+        xa, xb = getattr(a, field_name), getattr(b, field_name)
+        if (xa is None) != (xb is None) or (xa is not None and not np.array_equal(xa, xb)):
+            raise ValueError(f"the two policies' inputs differ in {field_name}: a paired comparison needs both "
+                             "evaluated on the same log rows with the same reward model")
+    chosen = applicable_estimators(a, switch_tau) if estimators is None else list(estimators)
+    for est in chosen:
+        est.check(a)
+        est.check(b)
+    arr_a, arr_b = _arrays(a), _arrays(b)
+    n, k = a.n, len(chosen)
+    values_a = np.array([float(est.formula(arr_a)) for est in chosen])
+    values_b = np.array([float(est.formula(arr_b)) for est in chosen])
+    boot_a = np.empty((k, n_bootstrap))
+    boot_b = np.empty((k, n_bootstrap))
+    rng = np.random.default_rng(seed)
+    # Unpaired: b's rows come from a stream of their own, independent of a's.
+    rng_b = rng if paired else np.random.default_rng([seed, 1])
+    blocks_b = None if paired else _resamples(rng_b, n, n_bootstrap)
+    for where, idx in _resamples(rng, n, n_bootstrap):
+        idx_b = idx if blocks_b is None else next(blocks_b)[1]
+        ra = {key: v[idx] for key, v in arr_a.items()}
+        rb = {key: v[idx_b] for key, v in arr_b.items()}
+        for j, est in enumerate(chosen):
+            boot_a[j, where] = est.formula(ra)
+            boot_b[j, where] = est.formula(rb)
+        if progress is not None:
+            progress("bootstrap resamples", where.stop, n_bootstrap)
+    out = []
+    for j, est in enumerate(chosen):
+        ea = Estimate(est.name, float(values_a[j]), *_percentiles(boot_a[j], level), n, level)
+        eb = Estimate(est.name, float(values_b[j]), *_percentiles(boot_b[j], level), n, level)
+        ed = Estimate(est.name, float(values_a[j] - values_b[j]), *_percentiles(boot_a[j] - boot_b[j], level), n,
+                      level)
+        out.append(Comparison(ea, eb, ed, paired))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -336,6 +336,30 @@ class ArtworkTags(BaseModel):
     actors_present: list[str]
 
 
+class RecognisedActor(BaseModel):
+    """A cast member recognised by face in the artwork (artwork/tagging.py, FaceGallery)."""
+
+    name: str
+    confidence: float = Field(..., description="0..1: 1 / (1 + exp((distance - threshold) / 0.05)), 0.5 at the "
+                                               "cast member's threshold")
+    distance: Optional[float] = Field(..., description="Euclidean distance between the face's 128-d descriptor and "
+                                                       "the actor's nearest reference face (dlib: under 0.6 is the "
+                                                       "same person)")
+    lead: bool = Field(..., description="the title's lead")
+
+
+class ArtworkFaces(BaseModel):
+    """Faces found in the image (dlib HOG detector) and the cast members recognised in them."""
+
+    count: int = Field(..., description="faces found (frontal faces of at least ~1/8 of the image's longest side)")
+    largest_share: float = Field(..., description="the largest face's box area / the image's area")
+    largest_x: Optional[float] = Field(..., description="horizontal centre of the largest face, 0 (left) .. 1 "
+                                                        "(right); null without a face")
+    lead: Optional[str] = Field(..., description="the title's lead cast member; null when the title has no cast")
+    lead_visible: bool = Field(..., description="the lead was recognised in this image")
+    actors: list[RecognisedActor] = Field(..., description="cast members recognised, most confident first")
+
+
 class ArtworkStats(BaseModel):
     impressions: int
     outcomes: int = Field(..., description="impressions whose reward is known (joined or window closed)")
@@ -355,6 +379,7 @@ class ArtworkOut(BaseModel):
     disabled: bool
     pinned: bool
     tags: ArtworkTags
+    faces: Optional[ArtworkFaces] = Field(..., description="null: the image has not been scanned for faces yet")
     stats: ArtworkStats
 
 
@@ -394,6 +419,9 @@ class HealthOut(BaseModel):
     encoder: Optional[str]
     titles: int
     artworks: int
+    event_log: str = Field(..., description="the event log's backend: sqlite | postgresql")
+    event_log_location: str = Field(..., description="the SQLite file, or the PostgreSQL URL with its password "
+                                    "masked")
     failing_store: Optional[str] = Field(None, description="degraded only: the store whose write failed")
     error: Optional[str] = Field(None, description="degraded only: the store's error")
     failing_since: Optional[float] = Field(None, description="degraded only: unix seconds")
@@ -1109,6 +1137,9 @@ class StoreLocked(Exception):
     """Another process serves this store."""
 
 
+_HELD_LOCKS: list[Any] = []  # PostgreSQL learner locks: held while the process lives
+
+
 def lock_store(events_path: str | os.PathLike[str]) -> int:
     """Take the store's exclusive lock (flock on EVENTS.lock, mode 0600) and write our pid in it.
 
@@ -1116,6 +1147,18 @@ def lock_store(events_path: str | os.PathLike[str]) -> int:
     the kernel drops it when the process dies, even by SIGKILL, so a stale file never blocks).
     Raises StoreLocked naming the holder's pid when another process has it.
     """
+    from bandit.events import is_event_log_url
+
+    if is_event_log_url(str(events_path)):
+        # A log on PostgreSQL: other machines cannot see a lock file, so the lock is an advisory
+        # lock on its own connection, kept open (like the file) for the process's lifetime.
+        from bandit.events_pg import LearnerLockHeld, hold_learner_lock
+
+        try:
+            _HELD_LOCKS.append(hold_learner_lock(str(events_path)))
+        except LearnerLockHeld as e:
+            raise StoreLocked(str(e)) from None
+        return os.open(os.devnull, os.O_RDONLY)
     path = f"{events_path}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -1276,6 +1319,8 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
         raise click.ClickException(f"store {store} is {e}") from None
     except OSError as e:
         raise click.ClickException(f"cannot lock {events_path}.lock: {e}") from None
+    except (ValueError, sqlite3.Error) as e:  # a bad or unreachable postgresql:// URL (its password masked)
+        raise click.ClickException(f"cannot serve {store}: {e}") from None
     try:  # open the stores and build the policy now: a bad file is one clear line, not a traceback
         engine = Engine(store, eng_cfg)
     except (StoreError, sqlite3.DatabaseError, ValueError) as e:

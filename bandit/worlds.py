@@ -13,7 +13,7 @@ Interface (adding a world = one class in `WORLDS`):
         def catalog(self, page) -> dict[str, list[Candidate]]
         def page(self, rng, page) -> Page
         def click_probs(self, page, title_id, page_index) -> np.ndarray
-        def delay(self, rng) -> int
+        def delay(self, rng, reward) -> int
 
 `signal` is True when the context the policy sees carries information about which artwork is
 best for this user. Worlds are deterministic given their seed; `page(rng, ...)` draws only from
@@ -59,6 +59,7 @@ __all__ = [
     "WorldRun",
     "WORLDS",
     "run_world",
+    "context_ceiling",
     "make_world",
     "AppealWorld",
     "ClustersWorld",
@@ -69,6 +70,7 @@ __all__ = [
     "PositionWorld",
     "ColdWorld",
     "DelayedWorld",
+    "WindowWorld",
     "NewArtWorld",
     "DriftWorld",
     "MisleadingWorld",
@@ -168,8 +170,12 @@ class World:
         """True click probability of every candidate of ``catalog(page_index)[title_id]``, aligned."""
         raise NotImplementedError
 
-    def delay(self, rng: np.random.Generator) -> int:
-        """Pages until a decision's outcome reaches the learner (0 = before the next page)."""
+    def delay(self, rng: np.random.Generator, reward: float = 1.0) -> int:
+        """Pages until a decision's outcome (``reward``) reaches the learner (0 = before the next page).
+
+        One draw from ``rng`` per call whatever the reward, so the delay stream stays common to
+        every policy.
+        """
         return 0
 
     def __repr__(self) -> str:
@@ -859,9 +865,27 @@ class DelayedWorld(ClustersWorld):
     stream: ClassVar[str | None] = "clusters"
     defaults: ClassVar[dict[str, Any]] = {**ClustersWorld.defaults, "mean_delay": 50.0, "max_delay": 300}
 
-    def delay(self, rng: np.random.Generator) -> int:
+    def delay(self, rng: np.random.Generator, reward: float = 1.0) -> int:
         d = int(rng.geometric(1.0 / (1.0 + float(self.params["mean_delay"])))) - 1  # 0, 1, 2, ...
         return min(int(self.params["max_delay"]), d)
+
+
+@_register
+class WindowWorld(ClustersWorld):
+    """The clusters world with the service's feedback semantics: a click arrives after a short
+    geometric delay (mean ``click_delay`` pages), a miss only when its feedback window of
+    ``window`` pages closes. The learner sees clicks before the misses that preceded them, so a
+    learner that depends on the order of its updates is measured here."""
+
+    name: ClassVar[str] = "window"
+    description: ClassVar[str] = "clusters world; clicks arrive after ~5 pages, misses when a 200-page window closes"
+    signal: ClassVar[bool] = True
+    stream: ClassVar[str | None] = "clusters"
+    defaults: ClassVar[dict[str, Any]] = {**ClustersWorld.defaults, "click_delay": 5.0, "window": 200}
+
+    def delay(self, rng: np.random.Generator, reward: float = 1.0) -> int:
+        d = int(rng.geometric(1.0 / (1.0 + float(self.params["click_delay"])))) - 1
+        return min(d, int(self.params["window"])) if reward > 0 else int(self.params["window"])
 
 
 @_register
@@ -1167,7 +1191,7 @@ def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: 
                 chosen[m] = cols[k]
             pages[m], titles[m], rows[m], propensity[m], rewards[m] = i, ti, j, d.probability, reward
             m += 1
-            dl = world.delay(delay_rng)
+            dl = world.delay(delay_rng, reward)
             if learn:
                 pending.setdefault(i + 1 + max(0, int(dl)), []).append(
                     (user, t, cands, d.chosen, d.probability, reward))
@@ -1188,3 +1212,73 @@ def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: 
         columns=book.columns,
         seconds=seconds,
     )
+
+
+def context_ceiling(world: World, n_pages: int, seed: int = 0, last_share: float = 0.2, ridge: float = 1.0) -> float:
+    """A reference between best-fixed and the oracle: what the context the service sees can buy.
+
+    The oracle knows each user's true click probabilities, hidden traits included, so part of the
+    best-fixed -> oracle gap is out of reach of any policy. This estimates the reachable part: per
+    title and artwork, a ridge regression of the true click probability on the user's features
+    (as `bandit.bayes.user_features` encodes the context: device, hour, country, row, taste) and
+    their pairwise products, fitted with full information (every candidate's probability, no click
+    noise) on the pages of the other parity, then the expected click rate of its best guesses over
+    the last ``last_share`` of pages. Same visit stream as `run_world` with this seed, no policy.
+    A bandit, which sees one noisy click per decision, should not be expected to reach it.
+    """
+    from bandit.bayes import user_features  # the policy's encoding of the context; imported late (bayes -> policy)
+
+    visit_rng, _, _ = world_streams(seed)
+    book = ArtworkColumns()
+    vocab: dict[str, int] = {}
+    feats: list[list[tuple[int, float]]] = []
+    titles: list[int] = []
+    pages: list[int] = []
+    probs: list[tuple[np.ndarray, np.ndarray]] = []
+    for i in range(n_pages):
+        cat = world.catalog(i)
+        page = world.page(visit_rng, i)
+        for j, t in enumerate(page.title_ids):
+            user = _with_row(page.user, j)
+            cols = book.of(t, cat[t])
+            probs.append((cols, world.click_probs(page, t, i)))
+            feats.append([(vocab.setdefault(k, len(vocab)), v) for k, v in user_features(user)])
+            titles.append(book.title_index[t])
+            pages.append(i)
+    n, d = len(feats), len(vocab)
+    x = np.zeros((n, d))
+    for r, fs in enumerate(feats):
+        for c, v in fs:
+            x[r, c] = v
+    upper = np.triu_indices(d)
+    design = np.hstack([np.ones((n, 1)), x, x[:, upper[0]] * x[:, upper[1]]])
+    p = np.full((n, book.width), np.nan)
+    for r, (cols, pr) in enumerate(probs):
+        p[r, cols] = pr
+    title, page_no = np.array(titles), np.array(pages)
+    parity = page_no % 2
+    start = n_pages - max(1, int(round(last_share * n_pages)))
+    earned = np.zeros(n)
+    eye = ridge * np.eye(design.shape[1])
+    for t in np.unique(title):
+        for fold in (0, 1):
+            train, test = (title == t) & (parity != fold), (title == t) & (parity == fold) & (page_no >= start)
+            if not test.any():
+                continue
+            a, y, at = design[train], p[train], design[test]
+            seen, shown = ~np.isnan(y), ~np.isnan(p[test])
+            pred = np.full(shown.shape, -np.inf)
+            # Artworks present throughout share one Gram matrix; ones added mid-run get their own.
+            always = np.flatnonzero(seen.all(axis=0) & shown.any(axis=0))
+            if always.size:
+                w = np.linalg.solve(a.T @ a + eye, a.T @ y[:, always])
+                pred[:, always] = at @ w
+            for k in np.flatnonzero(~seen.all(axis=0) & shown.any(axis=0)):
+                rows = seen[:, k]
+                if rows.sum() >= 2:
+                    ak = a[rows]
+                    pred[:, k] = at @ np.linalg.solve(ak.T @ ak + eye, ak.T @ y[rows, k])
+            pred[~shown] = -np.inf
+            earned[test] = p[test][np.arange(int(test.sum())), np.argmax(pred, axis=1)]
+    window = page_no >= start
+    return float(earned[window].mean())

@@ -9,8 +9,12 @@ probability of what was shown, so click noise does not blur the comparison), aga
 - best fixed: each title's single best artwork over those same visits, in hindsight;
 - oracle: each visit's best artwork.
 
+- context ceiling: what the context the service sees can buy, fitted with full information in
+  hindsight (`bandit.worlds.context_ceiling`); the oracle also knows hidden traits no context shows.
+
 ``gap closed`` = (policy - best fixed) / (oracle - best fixed): 0 is as good as the best single
-image per title, 1 is the per-user oracle. Every policy of one seed sees the same users in the same
+image per title, 1 is the per-user oracle. ``of reachable`` = (policy - best fixed) / (context
+ceiling - best fixed): the share of what the context could buy that the policy bought. Every policy of one seed sees the same users in the same
 order and the same click draws (common random numbers), so per-seed differences between two
 policies are paired: ``vs thompson`` is the mean paired difference with a 95% t-interval.
 
@@ -43,7 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bandit.registry import POLICIES, make_policy  # noqa: E402
-from bandit.worlds import WORLDS, run_world  # noqa: E402
+from bandit.worlds import WORLDS, context_ceiling, run_world  # noqa: E402
 
 # t quantiles (two-sided 95%) for small samples, by degrees of freedom.
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -69,12 +73,34 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def _world(name: str, seed: int, pages: int) -> Any:
+    cls = WORLDS[name]
+    # Worlds that change mid-run (new artworks, drift) time their changes by the run's length.
+    return cls(seed=seed, **({"n_pages": pages} if "n_pages" in getattr(cls, "defaults", {}) else {}))
+
+
+def one_ceiling(task: tuple[str, int, int]) -> dict[str, Any]:
+    """The context ceiling of one (world, seed): the same for every policy (same visits)."""
+    world_name, seed, pages = task
+    return {"world": world_name, "seed": seed, "ceiling": context_ceiling(_world(world_name, seed, pages), pages, seed)}
+
+
+def ceilings_for(pairs: list[tuple[str, int]], pages: int, jobs: int, have: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Context ceilings of every (world, seed) in ``pairs``, computing only those not in ``have``."""
+    known = {(c["world"], c["seed"]) for c in have}
+    todo = [(w, s, pages) for w, s in pairs if (w, s) not in known]
+    out = list(have)
+    if todo:
+        print(f"context ceilings: {len(todo)} (world, seed) pairs", flush=True)
+        with mp.get_context("fork").Pool(jobs) as pool:
+            out += pool.map(one_ceiling, todo)
+    return out
+
+
 def one_run(task: tuple[str, str, int, int, int]) -> dict[str, Any]:
     """One (world, policy, seed) run; returns its summary and learning curve."""
     world_name, policy_name, seed, pages, window = task
-    cls = WORLDS[world_name]
-    # Worlds that change mid-run (new artworks, drift) time their changes by the run's length.
-    world = cls(seed=seed, **({"n_pages": pages} if "n_pages" in getattr(cls, "defaults", {}) else {}))
+    world = _world(world_name, seed, pages)
     policy = make_policy(policy_name, seed=seed)
     run = run_world(world, policy, pages, seed=seed)
     s = run.summary(last_share=0.2)
@@ -83,10 +109,12 @@ def one_run(task: tuple[str, str, int, int, int]) -> dict[str, Any]:
             "curve": [float(v) for v in curve.expected]}
 
 
-def aggregate(runs: list[dict[str, Any]], policies: list[str], baseline: str) -> dict[str, Any]:
+def aggregate(runs: list[dict[str, Any]], policies: list[str], baseline: str,
+              ceilings: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Per world and policy: means and intervals over seeds, paired differences vs the baseline."""
     out: dict[str, Any] = {}
     by = {(r["world"], r["policy"], r["seed"]): r["summary"] for r in runs}
+    ceil = {(c["world"], c["seed"]): c["ceiling"] for c in ceilings or []}
     for w in dict.fromkeys(r["world"] for r in runs):
         seeds = sorted({r["seed"] for r in runs if r["world"] == w})
         entry: dict[str, Any] = {"signal": bool(WORLDS[w].signal), "description": WORLDS[w].description,
@@ -94,6 +122,12 @@ def aggregate(runs: list[dict[str, Any]], policies: list[str], baseline: str) ->
         ref = [by[(w, policies[0], s)] for s in seeds if (w, policies[0], s) in by]
         for key in ("oracle", "best_fixed", "uniform"):
             entry[key] = float(np.mean([r[key] for r in ref])) if ref else math.nan
+        cs = [ceil[(w, s)] for s in seeds if (w, s) in ceil]
+        entry["ceiling"] = float(np.mean(cs)) if cs else math.nan
+        # The ceiling's own share of the best-fixed -> oracle gap: the most a policy could close.
+        shares = [(ceil[(w, s)] - r["best_fixed"]) / (r["oracle"] - r["best_fixed"])
+                  for s, r in zip(seeds, ref) if (w, s) in ceil and r["oracle"] - r["best_fixed"] >= 1e-9]
+        entry["ceiling_gap_closed"] = float(np.mean(shares)) if shares else math.nan
         for p in policies:
             rows = [by[(w, p, s)] for s in seeds if (w, p, s) in by]
             if not rows:
@@ -102,6 +136,10 @@ def aggregate(runs: list[dict[str, Any]], policies: list[str], baseline: str) ->
             e["click_rate"] = mean_ci([r["policy"] for r in rows])
             e["gap_closed"] = mean_ci([r["gap_closed"] for r in rows])
             e["regret"] = mean_ci([r["regret"] for r in rows])
+            reach = [(by[(w, p, s)]["policy"] - by[(w, p, s)]["best_fixed"]) / (ceil[(w, s)] - by[(w, p, s)]["best_fixed"])
+                     for s in seeds if (w, p, s) in by and (w, s) in ceil
+                     and ceil[(w, s)] - by[(w, p, s)]["best_fixed"] >= 1e-3]
+            e["of_reachable"] = mean_ci(reach) if reach else (math.nan,) * 3
             if p != baseline:
                 diffs = [by[(w, p, s)]["policy"] - by[(w, baseline, s)]["policy"]
                          for s in seeds if (w, p, s) in by and (w, baseline, s) in by]
@@ -137,16 +175,19 @@ def fmt_ci(t: tuple[float, float, float], pct: bool = False, digits: int = 4) ->
 
 def format_table(table: dict[str, Any], policies: list[str], baseline: str) -> str:
     """One row per world and policy."""
-    header = ["world", "signal", "policy", "click rate", "gap closed [95% CI]", f"vs {baseline} [95% CI]", "regret"]
+    header = ["world", "signal", "policy", "click rate", "gap closed [95% CI]", "of reachable [95% CI]",
+              f"vs {baseline} [95% CI]", "regret"]
     rows = []
     for w, e in table.items():
-        rows.append([w, "yes" if e["signal"] else "no", "(uniform / best fixed / oracle)",
-                     f"{e['uniform']:.4f} / {e['best_fixed']:.4f} / {e['oracle']:.4f}", "", "", ""])
+        rows.append([w, "yes" if e["signal"] else "no", "(uniform / best fixed / context ceiling / oracle)",
+                     f"{e['uniform']:.4f} / {e['best_fixed']:.4f} / {e.get('ceiling', math.nan):.4f} / "
+                     f"{e['oracle']:.4f}", "", "", "", ""])
         for p in policies:
             pe = e["policies"].get(p)
             if pe is None:
                 continue
             rows.append(["", "", p, f"{pe['click_rate'][0]:.4f}", fmt_ci(pe["gap_closed"], pct=True),
+                         fmt_ci(pe.get("of_reachable", (math.nan,) * 3), pct=True),
                          fmt_ci(pe.get("vs_" + baseline, (math.nan,) * 3)), f"{pe['regret'][0]:.4f}"])
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
     lines = ["  ".join(c.ljust(widths[k]) for k, c in enumerate(header)), "  ".join("-" * w for w in widths)]
@@ -180,6 +221,10 @@ def plot(table: dict[str, Any], policies: list[str], baseline: str, path: Path) 
         ax.axhline(0.0, color="grey", linewidth=1.0)
         if key == "gap_closed":
             ax.axhline(0.5, color="black", linestyle=":", linewidth=1.0, label="50% of the gap")
+            ceil = [table[w].get("ceiling_gap_closed", math.nan) for w in worlds]
+            if any(math.isfinite(c) for c in ceil):
+                ax.scatter(x, ceil, marker="_", s=900, color="black", linewidths=2.0,
+                           label="context ceiling (full information, hindsight)", zorder=3)
             ax.set_ylim(bottom=max(-1.5, ax.get_ylim()[0]))
             ax.set_title("Last 20% of pages, mean over seeds with 95% intervals (no bar: oracle = best fixed)")
         ax.set_xticks(x, [w + ("" if table[w]["signal"] else "\n(no signal)") for w in worlds], fontsize="small")
@@ -216,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--png", default=None, help="default: next to --out")
     ap.add_argument("--quick", action="store_true", help="3 seeds x 1,500 pages")
     ap.add_argument("--replot", metavar="JSON", help="no runs: rebuild table, goals and PNG from an earlier --out")
+    ap.add_argument("--reuse", metavar="JSON",
+                    help="take the runs of every policy not in --policies from an earlier --out (same pages and "
+                         "seeds; their code must not have changed), and run only --policies")
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.pages = 3, 1500
@@ -227,23 +275,37 @@ def main(argv: list[str] | None = None) -> int:
     for p in policies:
         if p not in POLICIES:
             ap.error(f"unknown policy {p!r}; known: {', '.join(POLICIES)}")
+    reused: list[dict[str, Any]] = []
+    if args.reuse:
+        old = json.loads(Path(args.reuse).read_text())
+        if old["config"]["pages"] != args.pages:
+            ap.error(f"--reuse {args.reuse}: its runs have {old['config']['pages']} pages, not {args.pages}")
+        reused = [r for r in old["runs"] if r["policy"] not in policies and r["world"] in worlds
+                  and r["seed"] < args.seeds]
+        run_now = list(policies)
+        policies += [p for p in old["policies"] if p not in policies]
     if args.baseline not in policies:
         policies.append(args.baseline)
+    if not args.reuse:
+        run_now = list(policies)
     out = Path(args.out)
     png = Path(args.png) if args.png else out.with_suffix(".png")
     if args.replot:
         old = json.loads(Path(args.replot).read_text())
         policies, runs = old["policies"], old["runs"]
-        table = aggregate(runs, policies, args.baseline)
+        pairs = list(dict.fromkeys((r["world"], r["seed"]) for r in runs))
+        old["ceilings"] = ceilings_for(pairs, old["config"]["pages"], args.jobs, old.get("ceilings") or [])
+        table = old["table"] = aggregate(runs, policies, args.baseline, old["ceilings"])
+        Path(args.replot).write_text(json.dumps(_finite(old), indent=1, default=lambda o: None))
         print(format_table(table, policies, args.baseline))
         plot(table, policies, args.baseline, png)
         print(f"wrote {png}")
         return 0 if goals_of(table, policies[0], args.baseline)["all_met"] else 1
-    tasks = [(w, p, s, args.pages, args.window) for w in worlds for s in range(args.seeds) for p in policies]
+    tasks = [(w, p, s, args.pages, args.window) for w in worlds for s in range(args.seeds) for p in run_now]
     t0 = time.perf_counter()
-    runs: list[dict[str, Any]] = []
-    print(f"{len(tasks)} runs: {len(worlds)} worlds x {len(policies)} policies x {args.seeds} seeds x "
-          f"{args.pages} pages, {args.jobs} workers", flush=True)
+    runs: list[dict[str, Any]] = list(reused)
+    print(f"{len(tasks)} runs: {len(worlds)} worlds x {len(run_now)} policies x {args.seeds} seeds x "
+          f"{args.pages} pages, {args.jobs} workers ({len(reused)} runs reused from {args.reuse})", flush=True)
     ctx = mp.get_context("fork")
     with ctx.Pool(args.jobs) as pool:
         for i, r in enumerate(pool.imap_unordered(one_run, tasks), 1):
@@ -251,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             s = r["summary"]
             print(f"[{i:3d}/{len(tasks)} {time.perf_counter() - t0:6.0f}s] {r['world']:11s} {r['policy']:9s} "
                   f"seed {r['seed']}: click {s['policy']:.4f}  gap closed {s['gap_closed']:+.2f}", flush=True)
-    table = aggregate(runs, policies, args.baseline)
+    ceilings = ceilings_for([(w, s) for w in worlds for s in range(args.seeds)], args.pages, args.jobs, [])
+    table = aggregate(runs, policies, args.baseline, ceilings)
     goals = goals_of(table, policies[0], args.baseline)
     print()
     print(format_table(table, policies, args.baseline))
@@ -262,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"GOALS for {policies[0]}: {'ALL MET' if goals['all_met'] else 'NOT MET'}")
     plot(table, policies, args.baseline, png)
     report = {"config": vars(args), "worlds": worlds, "policies": policies, "table": table, "goals": goals,
-              "runs": runs, "seconds": time.perf_counter() - t0}
+              "runs": runs, "ceilings": ceilings, "seconds": time.perf_counter() - t0}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(_finite(report), indent=1, default=lambda o: None))
     print(f"wrote {out} and {png} ({report['seconds']:.0f}s)")

@@ -129,11 +129,10 @@ def test_report_and_replay_commands_on_the_demo_store(demo_run, tmp_path):
     res = runner.invoke(cli, ["replay", str(log), "--policy", "uniform", "--plot", str(tmp_path / "r.png"),
                               "--n-bootstrap", "100"])
     assert res.exit_code == 0 and "snips" in res.output, res.output
-    res = runner.invoke(cli, ["report", str(log), "--store", str(store), "--out", str(tmp_path / "rep2")])
-    assert res.exit_code != 0  # --store is a group option: the report names it clearly
-    res = runner.invoke(cli, ["--store", str(store), "report", str(log), "--out", str(tmp_path / "rep2"),
-                              "--n-bootstrap", "100"])
-    assert res.exit_code == 0 and (tmp_path / "rep2" / "index.html").is_file(), res.output
+    # --store is accepted before or after the command, with the same meaning.
+    for i, args in enumerate((["report", str(log), "--store", str(store)], ["--store", str(store), "report", str(log)])):
+        res = runner.invoke(cli, [*args, "--out", str(tmp_path / f"rep{i}"), "--n-bootstrap", "100"])
+        assert res.exit_code == 0 and (tmp_path / f"rep{i}" / "index.html").is_file(), res.output
 
 
 # --------------------------------------------------------------------------------------------

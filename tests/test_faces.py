@@ -18,11 +18,12 @@ import matplotlib
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from artwork.cli import cli
+from artwork.frames import SHARP_FACE, face_bonus
 from artwork.faces import (DEFAULT_THRESHOLD, MODEL_FILES, MODEL_ID, FaceModel, FaceScan, FacesUnavailable,
-                           distance, main_face)
+                           distance, face_sharpness, main_face)
 from artwork.images import ImageRejected
 from artwork.ingest import CastRejected, Ingestor
 from artwork.store import MAX_CAST_NAME_CHARS, Catalog, StoreError
@@ -173,6 +174,42 @@ def test_missing_model_files_say_which_and_how_to_install(tmp_path, grace):
     assert "pip install dlib-bin face-recognition-models" in msg
 
 
+def turned(im: Image.Image, centre: int, keep: float) -> Image.Image:
+    """The photo with the part left of `centre` squeezed to `keep` of its width: the face looks turned."""
+    left = im.crop((0, 0, centre, im.height)).resize((int(centre * keep), im.height))
+    out = Image.new("RGB", (left.width + im.width - centre, im.height))
+    out.paste(left, (0, 0))
+    out.paste(im.crop((centre, 0, im.width, im.height)), (left.width, 0))
+    return out
+
+
+def test_frame_mining_face_bonus_ranks_cast_then_strangers_then_frontal_and_sharp(model, grace, eileen):
+    frontal = model.scan(grace)
+    assert frontal.faces[0].pose == 0 and frontal.faces[0].frontal
+    side = turned(grace, 269, 0.4)  # squeezed left of the nose: dlib's side-facing filter fires
+    side_scan = model.scan(side)
+    assert len(side_scan.faces) == 1 and not side_scan.faces[0].frontal
+    soft = grace.filter(ImageFilter.GaussianBlur(5))
+    soft_scan = model.scan(soft)
+    assert face_sharpness(soft, soft_scan.faces[0]) < 0.2 * SHARP_FACE < SHARP_FACE < face_sharpness(grace, frontal.faces[0])
+
+    cast = {0: GRACE}
+    best = face_bonus(frontal, grace, cast)
+    assert best.bonus == pytest.approx(1.0) and best.cast == (GRACE,) and best.faces == 1
+    stranger = face_bonus(frontal, grace)
+    assert stranger.bonus == pytest.approx(0.5) and stranger.cast == ()
+    worst_cast = min(face_bonus(side_scan, side, cast).bonus, face_bonus(soft_scan, soft, cast).bonus)
+    assert stranger.bonus <= worst_cast < best.bonus  # any cast face beats any stranger's
+    assert face_bonus(side_scan, side).bonus < stranger.bonus  # turned away: less
+    assert face_bonus(soft_scan, soft).bonus < stranger.bonus  # out of focus: less
+    assert face_bonus(FaceScan(640, 480), grace).bonus == 0.0
+    # in a poster the frame is worth its best face: the cast member's, not the larger stranger's
+    two = model.scan(poster(eileen, grace, 470, 300))
+    small_grace = min(range(2), key=lambda i: two.faces[i].area)
+    assert face_bonus(two, poster(eileen, grace, 470, 300), {small_grace: GRACE}).cast == (GRACE,)
+    assert face_bonus(two, poster(eileen, grace, 470, 300), {small_grace: GRACE}).bonus > 0.5
+
+
 # -- catalog, cast gallery, CLI -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -207,7 +244,9 @@ def run_cli(store: Path, *args: str):
 def cast_store(tmp_path_factory, files, tiny, model) -> Path:
     store = tmp_path_factory.mktemp("cast") / "catalog.db"
     with Catalog(store) as cat:
-        Ingestor(cat, tiny, faces=model).upload_files("film", [files[n] for n in CANDIDATES], progress=False)
+        # the variants of one photo are near duplicates by design: store them all
+        Ingestor(cat, tiny, faces=model).upload_files("film", [files[n] for n in CANDIDATES], progress=False,
+                                                      allow_duplicates=True)
     res = run_cli(store, "cast", "add", "film", GRACE, str(files["grace_ref.jpg"]))
     assert res.exit_code == 0, res.output
     res = run_cli(store, "cast", "add", "film", EILEEN, str(files["eileen_ref.jpg"]))
@@ -279,7 +318,9 @@ def test_cast_add_rejects_files_without_one_clear_face_and_stores_nothing(tmp_pa
 def test_cast_list_lead_and_remove_via_the_cli(tmp_path, files, tiny, model):
     store = tmp_path / "c.db"
     with Catalog(store) as cat:
-        Ingestor(cat, tiny, faces=model).upload_files("film", [files[n] for n in CANDIDATES], progress=False)
+        # the variants of one photo are near duplicates by design: store them all
+        Ingestor(cat, tiny, faces=model).upload_files("film", [files[n] for n in CANDIDATES], progress=False,
+                                                      allow_duplicates=True)
     assert run_cli(store, "cast", "add", "film", GRACE, str(files["grace_ref.jpg"])).exit_code == 0
     assert run_cli(store, "cast", "add", "film", EILEEN, str(files["eileen_ref.jpg"])).exit_code == 0
 
@@ -349,6 +390,7 @@ def test_faces_are_stored_once_per_image_bytes_and_survive_reopening(tmp_path, f
     assert len(after.faces) == 2 and after.width == before.width
     for f, g in zip(before.faces, after.faces):
         assert f.box == g.box and f.landmarks == g.landmarks and np.array_equal(f.descriptor, g.descriptor)
+        assert f.pose == g.pose == 0  # both look at the camera
 
 
 def test_a_version_1_catalog_is_migrated_and_rescored_by_face(tmp_path, files, tiny, model):
@@ -403,6 +445,33 @@ def test_mined_video_frames_get_faces(tmp_path, grace, tiny, model):
         assert report.count("added") >= 1
         for a in cat.artworks("film"):
             assert a.source.startswith("video:") and a.tags.faces.n_faces == 1
+
+
+def test_mined_frames_prefer_the_cast_gallerys_faces(tmp_path, files, grace, tiny, model):
+    from videos import ShotSpec, shot_at, write_video
+
+    face = tmp_path / "hopper.png"
+    ImageEnhance.Brightness(grace.crop((100, 80, 440, 420))).enhance(0.7).save(face)
+    path = tmp_path / "film.mp4"
+    shots = write_video(path, [
+        ShotSpec("sky", 2, "blue", 1),
+        # the cup, then Grace Hopper from halfway: on quality alone the cup's frame wins the shot
+        ShotSpec("hopper", 3, "green", 2, overlays=((0.0, str(ASSETS / "photos" / "coffee.jpg")), (0.5, str(face))),
+                 overlay_height=0.5),
+        ShotSpec("street", 2, "red", 3)], size=(640, 360), gop=25)
+    with Catalog(tmp_path / "c.db") as cat:
+        ing = Ingestor(cat, tiny, faces=model)
+        ing.upload_files("film", [files["coffee.jpg"]], progress=False)
+        ing.add_cast_member("film", GRACE, [files["grace_ref.jpg"]])
+        report = ing.add_video_frames("film", path, progress=False)
+        assert report.count("added") == 3
+        frames = {shot_at(shots, a.meta["timestamp"]).label: a for a in cat.artworks("film")
+                  if a.source.startswith("video:")}
+    assert set(frames) == {"sky", "hopper", "street"}  # one frame per shot
+    hopper = frames["hopper"]
+    assert hopper.meta["timestamp"] >= 3.5 and hopper.meta["face"]["cast"] == [GRACE]
+    assert hopper.tags.actors_present == [GRACE] and hopper.tags.faces.lead_visible
+    assert frames["sky"].meta["face"]["faces"] == 0 and frames["sky"].tags.faces.n_faces == 0
 
 
 # -- policy features ---------------------------------------------------------------------------------

@@ -220,7 +220,9 @@ def test_letterboxed_video_is_cropped(tmp_path):
 def test_progress_bar_runs(film, capsys):
     path, _ = film
     F.mine_frames(path, max_candidates=1, progress=True)
-    assert "film.mp4" in capsys.readouterr().out
+    # rich's global console: stdout, or stderr once a CLI command has run in this process
+    out = capsys.readouterr()
+    assert "film.mp4" in out.out + out.err
 
 
 # --- bad input: a FramesError naming the file and the problem, nothing returned -------------
@@ -273,3 +275,110 @@ def test_bad_input_raises_frames_error(bad_files, case):
         F.mine_frames(path, progress=False)
     assert isinstance(err.value, ValueError)
     assert path.name in str(err.value) and words in str(err.value)
+
+
+# --- faces: frames with the cast's faces are preferred, one frame per shot ----------------------
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+HOPPER = "Grace Hopper"
+FACE_SHOTS = {"hopper", "stranger"}
+
+
+@pytest.fixture(scope="module")
+def face_film(tmp_path_factory):
+    """Six shots at 640x360. In "hopper" a photo of the coffee cup gives way, halfway through the
+    shot, to Grace Hopper's face (a cast member), dimmed so that frame scores lower on quality than
+    the cup's; "stranger" shows Eileen Collins (not in the cast) throughout; the rest show no face.
+    The photos cover a seventh of the frame, so their change is no cut."""
+    import matplotlib
+    from PIL import ImageEnhance
+
+    d = tmp_path_factory.mktemp("faces")
+    grace = Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").convert("RGB")
+    ImageEnhance.Brightness(grace.crop((100, 80, 440, 420))).enhance(0.7).save(d / "hopper.png")
+    Image.open(ASSETS / "photos" / "astronaut.jpg").convert("RGB").crop((130, 30, 330, 230)).save(d / "stranger.png")
+    specs = [
+        ShotSpec("sky", 2, "blue", 1),
+        ShotSpec("hopper", 3, "green", 2, overlays=((0.0, str(ASSETS / "photos" / "coffee.jpg")),
+                                                    (0.5, str(d / "hopper.png"))), overlay_height=0.5),
+        ShotSpec("street", 2, "red", 3),
+        ShotSpec("stranger", 2, "yellow", 4, overlays=((0.0, str(d / "stranger.png")),), overlay_height=0.5),
+        ShotSpec("sea", 2, "cyan", 5),
+        ShotSpec("field", 2, "orange", 6),
+    ]
+    path = d / "faces.mp4"
+    shots = write_video(path, specs, size=(640, 360), gop=25)
+    return path, shots, grace
+
+
+@pytest.fixture(scope="module")
+def face_model_and_gallery(face_film):
+    from artwork.faces import FaceModel
+    from artwork.tagging import FaceGallery
+
+    model = FaceModel().load()
+    return model, FaceGallery({HOPPER: [model.scan(face_film[2]).faces[0].descriptor]})
+
+
+def _labels(cands, shots):
+    return [shot_at(shots, c.timestamp).label for c in cands]
+
+
+def test_faces_choose_the_cast_frame_inside_a_shot_and_every_shot_stays(face_film, face_model_and_gallery):
+    path, shots, _ = face_film
+    model, gallery = face_model_and_gallery
+    hopper = next(s for s in shots if s.label == "hopper")
+    face_from = hopper.start + 0.5 * (hopper.end - hopper.start)
+    plain = F.mine_frames(path, progress=False)
+    # On quality alone the cup wins the shot: what makes the face frame win below is its face.
+    assert [c.timestamp < face_from for c in plain if shot_at(shots, c.timestamp).label == "hopper"] == [True]
+
+    scorer = F.FrameFaces(model, gallery)
+    mined = F.mine_frames(path, progress=False, faces=scorer)
+    labels = _labels(mined, shots)
+    assert sorted(labels) == sorted(s.label for s in shots), labels  # every shot, one frame each
+    by_label = dict(zip(labels, mined))
+    cast_frame = by_label["hopper"]
+    assert cast_frame.timestamp >= face_from and cast_frame.face.cast == (HOPPER,)
+    assert 0.5 < cast_frame.face.bonus <= 1.0 and cast_frame.face.frontal
+    assert labels[0] == "hopper"  # a cast face is the most relevant frame of all
+    # the frame handed back is the full-resolution picture, and the face is really in it
+    assert cast_frame.image.size == (640, 360)
+    assert gallery.match(model.scan(cast_frame.image))[HOPPER].present
+    stranger = by_label["stranger"].face
+    assert stranger.faces == 1 and stranger.cast == () and 0.25 <= stranger.bonus <= 0.5
+    assert all(by_label[s].face.bonus == 0.0 for s in set(labels) - FACE_SHOTS)
+    assert json.loads(json.dumps(cast_frame.meta))["face"]["cast"] == [HOPPER]
+    # the embedding describes the frame chosen (the face), not the shot's best-quality frame
+    emb = F.colour_layout_embedding([cast_frame.image.resize((320, 180))])[0]
+    old = next(c for c in plain if shot_at(shots, c.timestamp).label == "hopper")
+    assert float(emb @ cast_frame.embedding) > float(emb @ old.embedding)
+    # at most face_alternates frames of each shot were scanned
+    assert scorer.scanned <= F.FrameConfig().face_alternates * len(shots)
+    # without a cast gallery (a title with no cast yet) every face is a stranger's: still worth
+    # more than none, so the shot's face frame still beats the cup
+    no_cast = F.mine_frames(path, progress=False, faces=F.FrameFaces(model, None))
+    frame = next(c for c in no_cast if shot_at(shots, c.timestamp).label == "hopper")
+    assert frame.timestamp >= face_from and frame.face.cast == () and 0.25 <= frame.face.bonus <= 0.5
+
+
+def test_faces_win_places_when_there_are_fewer_places_than_shots(face_film, face_model_and_gallery):
+    path, shots, _ = face_film
+    model, gallery = face_model_and_gallery
+    plain = set(_labels(F.mine_frames(path, max_candidates=2, progress=False), shots))
+    assert plain != FACE_SHOTS  # quality alone picks other shots
+    with_faces = F.mine_frames(path, max_candidates=2, progress=False, faces=F.FrameFaces(model, gallery))
+    assert _labels(with_faces, shots) == ["hopper", "stranger"]  # cast before stranger
+    # face_weight 0 turns the preference off
+    off = F.mine_frames(path, max_candidates=2, progress=False, faces=F.FrameFaces(model, gallery),
+                        config=F.FrameConfig(face_weight=0.0))
+    assert set(_labels(off, shots)) == plain
+
+
+def test_a_video_without_faces_gives_the_same_frames_with_a_face_scorer(film, mined, embed, face_model_and_gallery):
+    path, _ = film
+    model, gallery = face_model_and_gallery
+    scorer = F.FrameFaces(model, gallery)
+    with_faces = F.mine_frames(path, progress=False, embed=embed, faces=scorer)
+    assert [c.timestamp for c in with_faces] == [c.timestamp for c in mined]
+    assert scorer.scanned >= len(mined) and all(c.face.faces == 0 and c.face.bonus == 0.0 for c in with_faces)

@@ -13,7 +13,7 @@ from bandit.baselines import FixedPolicy, UniformPolicy
 from bandit.features import Candidate, UserContext
 from bandit.policy import BasePolicy
 from bandit.simulator import COUNTRIES, DEVICES
-from bandit.worlds import WORLDS, Page, World, WorldRun, make_world, run_world
+from bandit.worlds import WORLDS, Page, World, WorldRun, context_ceiling, make_world, run_world
 
 N_USERS = 600
 PAGES = 300
@@ -21,7 +21,7 @@ PAGES = 300
 EXTRA = {"linear": {"n_eval": 1500}}
 EXPECTED_SIGNAL = {
     "appeal": False, "clusters": True, "linear": True, "threshold": True, "rare": True, "frequent": True,
-    "position": True, "cold": True, "delayed": True, "newart": True, "drift": False, "misleading": False,
+    "position": True, "cold": True, "delayed": True, "window": True, "newart": True, "drift": False, "misleading": False,
 }
 
 
@@ -248,6 +248,30 @@ def test_delayed_world_delays_feedback() -> None:
     assert all(world(n).delay(rng) == 0 for n in ("clusters", "appeal", "linear"))
 
 
+def test_window_world_reveals_clicks_early_and_misses_at_window_close() -> None:
+    w = world("window")
+    clicks = np.array([w.delay(np.random.default_rng(i), 1.0) for i in range(2000)])
+    misses = np.array([w.delay(np.random.default_rng(i), 0.0) for i in range(2000)])
+    assert (misses == 200).all() and 3 < clicks.mean() < 7 and clicks.max() <= 200
+    # One draw per call whatever the outcome: the delay stream stays common to every policy.
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    w.delay(a, 1.0)
+    w.delay(b, 0.0)
+    assert a.random() == b.random()
+    # In the loop: a click is learned before a miss decided earlier.
+    seen: list[tuple[int, float]] = []
+
+    class Recorder(UniformPolicy):
+        def learn_one(self, user, title_id, candidates, chosen, probability, reward):  # noqa: ANN001
+            seen.append((len(seen), float(reward)))
+
+    run = run_world(w, Recorder(seed=1), 400, seed=0)
+    order = [r for _, r in seen]
+    first_miss = order.index(0.0)
+    assert 1.0 in order[:first_miss] and first_miss > 0
+    assert len(order) < run.n  # misses of the last 200 pages are still waiting when the run ends
+
+
 def test_misleading_taste_does_not_predict_clicks() -> None:
     w = world("misleading")
     # Click probabilities do not depend on the user's cluster (what the taste dict reveals).
@@ -381,3 +405,21 @@ def test_loop_overhead_is_small() -> None:
     r = run_world(w, UniformPolicy(), 400, seed=3)
     rate = r.n / (time.perf_counter() - t0)
     assert rate >= 5000, f"{rate:.0f} decisions/s"
+
+
+@pytest.mark.parametrize("name", ["cold", "appeal"])
+def test_context_ceiling_sits_between_best_fixed_and_the_oracle(name: str) -> None:
+    """The ceiling buys what the visible context predicts: most of the gap in `cold` (device and hour
+    decide), nothing in `appeal` (the context is noise), never more than the oracle."""
+    pages = 1200
+    w = world(name)
+    s = run_world(w, UniformPolicy(seed=5), pages, seed=0).summary()
+    ceiling = context_ceiling(w, pages, seed=0)
+    assert ceiling <= s["oracle"] + 1e-12
+    if name == "cold":
+        assert ceiling > s["best_fixed"] + 0.5 * (s["oracle"] - s["best_fixed"])
+    else:
+        assert s["oracle"] == pytest.approx(s["best_fixed"], abs=1e-9)
+        assert ceiling == pytest.approx(s["best_fixed"], abs=0.002)
+    # The same seed sees the same visits: a pure function of (world, pages, seed).
+    assert context_ceiling(w, pages, seed=0) == ceiling

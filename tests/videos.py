@@ -5,7 +5,9 @@ shapes) that pans slowly (back and forth, without jumps), so shots are easy to t
 similar but not identical. Special kinds: "black" (near-black frames), "blur" (the shot's
 texture, Gaussian-blurred), "halfblur" (sharp first half, blurred second half: a focus pull
 inside one shot) and "text" (white credits on black). Reusing a shot's `seed` and `colour`
-repeats that shot later in the video.
+repeats that shot later in the video. `overlays` paste photos (e.g. a real face) into the
+middle of a shot's frames, each from a given fraction of the shot until the next one, so a face
+can be in some of a shot's frames and not in others.
 
 Used by tests/test_frames.py, scripts/bench_frames.py and scripts/make_sample_video.py.
 """
@@ -42,6 +44,10 @@ class ShotSpec:
     colour: str | tuple[int, int, int] = "white"  # a PALETTE name or an RGB tuple
     seed: int = 0
     kind: str = "texture"  # texture | black | blur | halfblur | text
+    # (from, photo path) pairs, by `from`: the photo is pasted over the middle of the frame from
+    # that fraction of the shot until the next pair's (a None path: nothing from there)
+    overlays: tuple[tuple[float, str | None], ...] = ()
+    overlay_height: float = 0.75  # an overlay's height as a fraction of the frame's
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,14 @@ def write_video(
             if spec.kind in ("blur", "halfblur"):
                 blurred = np.asarray(Image.fromarray(tex).filter(ImageFilter.GaussianBlur(radius=max(2.0, width / 60))))
             card = text_card(width, height) if spec.kind == "text" else None
+            overlays = []
+            for start, photo_path in spec.overlays:
+                photo = None
+                if photo_path is not None:
+                    im = Image.open(photo_path).convert("RGB")
+                    oh = round(height * spec.overlay_height)
+                    photo = np.asarray(im.resize((round(im.width * oh / im.height), oh), Image.LANCZOS))
+                overlays.append((start * n, photo))
             written.append(Shot(spec.label, frame_no / fps, (frame_no + n) / fps, spec.colour, spec.kind, frame_no))
             for i in range(n):
                 if spec.kind == "black":
@@ -178,6 +192,12 @@ def write_video(
                     off = (i * pan) % (2 * span)
                     off = off if off <= span else 2 * span - off  # ping-pong, no jump back
                     rgb = np.ascontiguousarray(src[:, off : off + width])
+                overlay = next((photo for start, photo in reversed(overlays) if i >= start), None)
+                if overlay is not None:
+                    oh, ow = overlay.shape[:2]
+                    y0, x0 = (height - oh) // 2, (width - ow) // 2
+                    rgb = rgb.copy()
+                    rgb[y0:y0 + oh, x0:x0 + ow] = overlay
                 if grains and spec.kind != "black":
                     rgb = (rgb.astype(np.int16) + grains[frame_no % len(grains)]).clip(0, 255).astype(np.uint8)
                 frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
