@@ -59,6 +59,7 @@ from statistics import NormalDist
 from zlib import crc32
 
 import numpy as np
+from scipy.special import ndtri  # the probit, vectorised
 
 from bandit.features import EMB_PREFIX, Candidate, UserContext
 from bandit.policy import BasePolicy, PolicyError, _check_learn_args, atomic_write_bytes, hour_bucket
@@ -204,10 +205,11 @@ def _probit_moments(m: float, v: float, r: float, beta: float) -> tuple[float, f
 class _ArmStats:
     """One artwork's outcomes against its viewers' features: exact, order-free sufficient statistics."""
 
-    __slots__ = ("n", "sx", "sy", "sxx", "sxy", "_fit")
+    __slots__ = ("n", "sx", "sy", "sxx", "sxy", "version", "_fit")
 
     def __init__(self, dims: int) -> None:
         self.n, self.sy = 0.0, 0.0
+        self.version = 0  # bumped on every change: what caches of the fit compare
         self.sx, self.sxy = np.zeros(dims), np.zeros(dims)
         self.sxx = np.zeros((dims, dims))
         self._fit: tuple[np.ndarray, np.ndarray] | None = None
@@ -219,12 +221,14 @@ class _ArmStats:
         self.sxx += weight * np.outer(x, x)
         self.sxy += weight * y * x
         self._fit = None
+        self.version += 1
 
     def correct(self, x: np.ndarray, delta: float) -> None:
         """The outcome of a user with features x changed by delta (a late click, an upgrade)."""
         self.sy += delta
         self.sxy += delta * x
         self._fit = None
+        self.version += 1
 
     def scale(self, keep: float) -> None:
         self.n *= keep
@@ -233,6 +237,7 @@ class _ArmStats:
         self.sxy *= keep
         self.sxx *= keep
         self._fit = None
+        self.version += 1
 
     def fit(self, ridge: float) -> tuple[np.ndarray, np.ndarray]:
         """(slope, centre): ridge regression with an unpenalised intercept, on centred features."""
@@ -284,6 +289,7 @@ class BayesPolicy(BasePolicy):
         self.user_mean = np.zeros(0)
         self.users_seen = 0.0
         self._key_cache: dict[str, int] = {}
+        self._fit_cache: dict[tuple[str, tuple[str, ...]], Any] = {}
         self.cache_limit = 50_000
 
     # -- feature arrays ------------------------------------------------------------------------
@@ -403,7 +409,7 @@ class BayesPolicy(BasePolicy):
     def _offsets(self, title_id: str, artwork_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rates on the score scale: probit(p), its variance by the delta method, and p."""
         p, v = self.rates(title_id, artwork_ids)
-        z = np.array([_NORMAL.inv_cdf(float(x)) for x in p]) * self.config.beta
+        z = ndtri(p) * self.config.beta
         dens = np.exp(-0.5 * (z / self.config.beta) ** 2) / math.sqrt(2.0 * math.pi) / self.config.beta
         return z, v / (dens * dens), p
 
@@ -420,15 +426,28 @@ class BayesPolicy(BasePolicy):
         """Each candidate's personal residual on the score scale (before the guard's weight)."""
         mu, u = self.mean, d["u"]
         res = d["v"] @ (u @ mu["shared"][d["shared"]])
-        arms, beta, x = self.arms.get(d["title_id"], {}), self.config.beta, d["x"]
-        for k, a in enumerate(d["ids"]):
-            st = arms.get(a)
-            if st is None or st.n < 2.0:  # one outcome has no slope
-                continue
-            slope, centre = st.fit(self.config.ridge)
-            p = float(rates[k])
-            q = min(max(p + float(slope @ (x - centre)), 1e-4), 1.0 - 1e-4)
-            res[k] += (_NORMAL.inv_cdf(q) - _NORMAL.inv_cdf(p)) * beta
+        arms = self.arms.get(d["title_id"])
+        if not arms:
+            return res
+        stats = [arms.get(a) for a in d["ids"]]
+        # The stacked fits of this candidate set, rebuilt only when one of its artworks has learned.
+        stamp = tuple(-1 if st is None else st.version for st in stats)
+        key = (d["title_id"], tuple(d["ids"]))
+        hit = self._fit_cache.get(key)
+        if hit is None or hit[0] != stamp:
+            # One outcome has no slope: only artworks with two or more take part.
+            live = [k for k, st in enumerate(stats) if st is not None and st.n >= 2.0]
+            fits = [stats[k].fit(self.config.ridge) for k in live]
+            if len(self._fit_cache) >= self.cache_limit:
+                self._fit_cache.clear()
+            hit = self._fit_cache[key] = (stamp, np.array(live, dtype=np.intp),
+                                          np.stack([f[0] for f in fits]) if fits else None,
+                                          np.stack([f[1] for f in fits]) if fits else None)
+        _, idx, slopes, centres = hit
+        if slopes is not None:
+            p = rates[idx]
+            q = np.clip(p + np.einsum("kd,kd->k", slopes, d["x"][None, :] - centres), 1e-4, 1.0 - 1e-4)
+            res[idx] += (ndtri(q) - ndtri(p)) * self.config.beta
         return res
 
     def gate_weight(self) -> float:
