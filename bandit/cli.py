@@ -19,58 +19,9 @@ from bandit.policy import EXPLORATIONS
 # each command imports what it needs inside its own body.
 
 
-def _serve_event_log_url(run: Any) -> Any:
-    """`serve --events postgresql://...`: the server's one-learner lock, for a log on PostgreSQL.
-
-    bandit.server's serve takes a flock on "EVENTS.lock" next to the log: a URL has no such file,
-    and other machines could not see it anyway. For a URL the lock is a PostgreSQL advisory lock
-    (bandit.events_pg.hold_learner_lock) on its own connection, held until the process exits, so a
-    second `serve` on the same log from any machine is refused as one on the same file is.
-    """
-    import functools
-
-    @functools.wraps(run)
-    def serve(**kw: Any) -> Any:
-        import os
-        import sqlite3
-
-        import bandit.server as server
-        from bandit.events import EventLogError, is_event_log_url
-
-        events = kw.get("events")
-        if not events or not is_event_log_url(events):
-            return run(**kw)
-        from bandit.events_pg import LearnerLockHeld, check_url, hold_learner_lock
-
-        try:
-            check_url(events)
-        except EventLogError as e:
-            raise click.BadParameter(str(e), param_hint="'--events'") from None
-        held = []
-
-        def lock_log(_events: str) -> int:
-            try:
-                held.append(hold_learner_lock(events))
-            except LearnerLockHeld as e:
-                raise server.StoreLocked(str(e)) from None
-            except (ValueError, sqlite3.Error) as e:
-                raise click.ClickException(f"cannot serve {click.get_current_context().obj['store']}: {e}") from None
-            return os.open(os.devnull, os.O_RDONLY)  # what serve closes as "its lock file" when it ends
-
-        file_lock, server.lock_store = server.lock_store, lock_log
-        try:
-            return run(**kw)
-        finally:
-            server.lock_store = file_lock
-            for lock in held:
-                lock.close()
-
-    return serve
-
-
 def _serve() -> click.Command:
-    """bandit.server's serve command, taking a postgresql:// URL for --events too (a copy: the
-    original stays as it is for `python -m bandit.server`)."""
+    """bandit.server's serve command, with --events documented for PostgreSQL URLs (a copy: the
+    original stays as it is for `python -m bandit.server`). The server itself takes either."""
     import copy
 
     from bandit.server import serve_command
@@ -83,7 +34,6 @@ def _serve() -> click.Command:
                       "machines (put the password in $PGPASSWORD or ~/.pgpass, not in a URL that `ps` shows) "
                       "[default: STORE.events.db]")
             p.metavar = "PATH|URL"
-    cmd.callback = _serve_event_log_url(serve_command.callback)
     return cmd
 
 

@@ -1313,6 +1313,15 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # One learner per store: a second server would log decisions the first never learns from.
     events_path = events or f"{store}.events.db"
+    from bandit.events import EventLogError, is_event_log_url
+
+    if events and is_event_log_url(events):  # a malformed URL is a usage error, before anything opens
+        from bandit.events_pg import check_url
+
+        try:
+            check_url(events)
+        except EventLogError as e:
+            raise click.BadParameter(str(e), param_hint="'--events'") from None
     try:
         lock_fd = lock_store(events_path)  # held (open) until the process exits
     except StoreLocked as e:
