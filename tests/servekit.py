@@ -68,14 +68,16 @@ class LiveServer:
         self.proc: subprocess.Popen | None = None
         self.log = store.parent / f"server-{self.port}.log"
 
+    def command(self) -> list[str]:
+        """The server's command line (`python -m bandit.server ...`)."""
+        cmd = [sys.executable, "-m", "bandit.server", "--store", str(self.store), "--port", str(self.port), *self.args]
+        return cmd + (["--api-key", self.api_key] if self.api_key else [])
+
     def start(self, timeout: float = 30.0) -> LiveServer:
         """Start and wait until /health answers."""
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         env.pop("ARTWORK_API_KEY", None)
-        cmd = [sys.executable, "-m", "bandit.server", "--store", str(self.store), "--port", str(self.port), *self.args]
-        if self.api_key:
-            cmd += ["--api-key", self.api_key]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

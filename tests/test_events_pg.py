@@ -22,7 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -488,26 +487,11 @@ def test_concurrent_writers_keep_every_acknowledged_write_once_and_learn_seq_gap
 
 
 class CliServer(LiveServer):
-    """`artwork serve` (bandit.cli, which takes a URL for --events) as a subprocess."""
+    """`artwork serve` (the console command, rather than `python -m bandit.server`) as a subprocess."""
 
-    def start(self, timeout: float = 60.0) -> CliServer:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        env.pop("ARTWORK_API_KEY", None)
-        cmd = [sys.executable, "-m", "bandit.cli", "--store", str(self.store), "serve", "--port", str(self.port),
-               *self.args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"server did not come up:\n{self.log.read_text()[-3000:]}")
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bandit.cli", "--store", str(self.store), "serve", "--port", str(self.port),
+                *self.args]
 
 
 def test_serve_on_postgres_over_http_restarts_to_the_identical_policy(tmp_path: Path, pg_cluster: PgCluster) -> None:
@@ -517,7 +501,7 @@ def test_serve_on_postgres_over_http_restarts_to_the_identical_policy(tmp_path: 
     args = ("--events", url, "--feedback-window", "1", "--close-interval", "0.2", "--snapshot-interval", "600",
             "--session-ttl", "600", "--click-reward", "0.5", "--play-reward", "1.0")
     probe = {"user_id": "probe", "titles": titles, "taste": {"genre:crime": 0.8}}
-    server = CliServer(store, *args).start()
+    server = CliServer(store, *args).start(timeout=60.0)
     try:
         with server.client() as c:
             health = c.get("/health").json()
@@ -551,7 +535,7 @@ def test_serve_on_postgres_over_http_restarts_to_the_identical_policy(tmp_path: 
             assert seq > 10 and seq == c.get("/health").json()["policy_version"]
     finally:
         server.kill()  # SIGKILL: no final snapshot, the restart replays everything from PostgreSQL
-    server = CliServer(store, *args).start()
+    server = CliServer(store, *args).start(timeout=60.0)
     try:
         with server.client() as c:
             assert c.get("/health").json()["learned_seq"] == seq
