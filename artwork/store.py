@@ -89,6 +89,18 @@ ADDED_COLUMNS = (
 MAX_CAST_NAME_CHARS = 120
 
 
+def stored_schema_version(db: sqlite3.Connection) -> int:
+    """The schema version an SQLite file of this project was written with: the larger of its header's
+    user_version and its meta table's schema_version (files from before user_version was set have
+    only the second; a new file has neither: 0)."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone():
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is not None and str(row[0]).strip().isdigit():
+            version = max(version, int(row[0]))
+    return version
+
+
 class StoreError(RuntimeError):
     """The store cannot do what was asked (wrong encoder, unknown title...); the message says why."""
 
@@ -143,6 +155,13 @@ class Catalog(WalDatabase):
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self.transaction() as db:
+            # Checked first, inside the transaction: a newer catalog is refused before anything in it
+            # changes, and an older one is migrated (tables, columns, version) all or nothing.
+            stored = stored_schema_version(db)
+            if stored > SCHEMA_VERSION:
+                raise StoreError(f"catalog {self.path} has schema version {stored}, newer than this build's "
+                                 f"{SCHEMA_VERSION}: upgrade artwork-engine (pip install -U artwork-engine) to open "
+                                 "it; its contents were not changed")
             for stmt in SCHEMA.strip().split(";"):
                 if stmt.strip():
                     db.execute(stmt)
@@ -153,6 +172,9 @@ class Catalog(WalDatabase):
             if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        # The header's user_version is what `sqlite3 FILE 'PRAGMA user_version'` and other tools read;
+        # the meta row stays for builds that only know it. Both change in this transaction.
+        db.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
 
     def close(self) -> None:
         self._db.close()

@@ -25,7 +25,9 @@ from artwork.faces import DEFAULT_THRESHOLD, FaceScan, distance
 from artwork.faces import MODEL_ID as FACE_MODEL_ID
 from artwork.records import ActorMatch
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+# Package data (pyproject.toml [tool.setuptools.package-data]): found beside this module, so a
+# wheel or `pip install .` works from any directory, not only an editable checkout.
+ASSETS = Path(__file__).resolve().parent / "assets"
 VOCAB_DIR = ASSETS / "vocab"
 #: Calibration never tightens a threshold below this: one person's photos sit up to ~0.45 apart.
 MIN_THRESHOLD = 0.45
@@ -42,7 +44,7 @@ def _read_lines(path: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Label lists and prompt templates, kept as data files in assets/vocab/."""
+    """Label lists and prompt templates, kept as data files in artwork/assets/vocab/."""
 
     moods: tuple[str, ...]
     genres: tuple[str, ...]

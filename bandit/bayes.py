@@ -366,6 +366,7 @@ class BayesPolicy(BasePolicy):
             for k, v in feats:
                 vmat[i, keys[k]] = v
         hit = self._title_cache[key] = {
+            "key": key,
             "features": [c.features for c in cands],
             "ids": [c.artwork_id for c in cands],
             "ha": np.array([self._key(title_id + "\x00" + c.artwork_id) for c in cands], dtype=np.uint64),
@@ -374,9 +375,20 @@ class BayesPolicy(BasePolicy):
         }
         return hit
 
-    def _design(self, user: UserContext, title_id: str, cands: Sequence[Candidate]) -> dict[str, Any]:
-        """Indices and values of every residual weight that scores these candidates for this user."""
+    def _user_part(self, user: UserContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the residual needs of the user, for any title: (key hashes, centred vector, x)."""
         hu, u = self._centred(user)
+        pos, vals = self._user(user)
+        keep = pos < self.config.personal_dims
+        x = np.zeros(self.config.personal_dims)
+        x[pos[keep]] = vals[keep]
+        return hu, u, x
+
+    def _design(self, user: UserContext, title_id: str, cands: Sequence[Candidate],
+                part: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+        """Indices and values of every residual weight that scores these candidates for this user
+        (`part`: the user's `_user_part`, when a page shares it across titles)."""
+        hu, u, x = self._user_part(user) if part is None else part
         t = self._title(title_id, cands)
         # Centred user vectors span every known user key, so the weight indices depend only on
         # the candidates and how many keys are known: hashed once per title, not per request.
@@ -384,31 +396,39 @@ class BayesPolicy(BasePolicy):
             m, s = self._mask, self._salt
             t["shared"] = _mix(hu[:, None], t["hv"][None, :], s["shared"], m)  # (nu, nv)
             t["n_user_keys"] = hu.size
-        pos, vals = self._user(user)
-        keep = pos < self.config.personal_dims
-        x = np.zeros(self.config.personal_dims)
-        x[pos[keep]] = vals[keep]
         return {**t, "u": u, "x": x, "title_id": title_id}
 
     # -- the model ---------------------------------------------------------------------------------
     def rates(self, title_id: str, artwork_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Each artwork's shrunk click rate and its posterior variance (Beta mean and variance)."""
+        return self._rates_many([(title_id, artwork_ids)])
+
+    def _rates_many(self, sets: Sequence[tuple[str, Sequence[str]]]) -> tuple[np.ndarray, np.ndarray]:
+        """`rates` of several titles' artworks, concatenated in order (one array pass per page)."""
         cfg = self.config
-        arms = self.counts.get(title_id, {})
         tot_c, tot_n = self.totals
         catalog = (tot_c + cfg.prior_rate * cfg.title_strength) / (tot_n + cfg.title_strength)
-        t_c = sum(c for c, _ in arms.values())
-        t_n = sum(n for _, n in arms.values())
-        title = (t_c + catalog * cfg.title_strength) / (t_n + cfg.title_strength)
-        cn = np.array([arms.get(a, (0.0, 0.0)) for a in artwork_ids], dtype=float).reshape(-1, 2)
+        rows: list[Any] = []
+        title_rates: list[float] = []
+        for title_id, artwork_ids in sets:
+            arms = self.counts.get(title_id, {})
+            t_c = sum(c for c, _ in arms.values())
+            t_n = sum(n for _, n in arms.values())
+            title_rates += [(t_c + catalog * cfg.title_strength) / (t_n + cfg.title_strength)] * len(artwork_ids)
+            rows += [arms.get(a, (0.0, 0.0)) for a in artwork_ids]
+        cn = np.array(rows, dtype=float).reshape(-1, 2)
         strength = cn[:, 1] + cfg.art_strength
-        p = (cn[:, 0] + title * cfg.art_strength) / strength
+        p = (cn[:, 0] + np.array(title_rates) * cfg.art_strength) / strength
         p = np.clip(p, 1e-6, 1 - 1e-6)
         return p, p * (1.0 - p) / (strength + 1.0)
 
     def _offsets(self, title_id: str, artwork_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rates on the score scale: probit(p), its variance by the delta method, and p."""
-        p, v = self.rates(title_id, artwork_ids)
+        return self._offsets_many([(title_id, artwork_ids)])
+
+    def _offsets_many(self, sets: Sequence[tuple[str, Sequence[str]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`_offsets` of several titles' artworks, concatenated in order."""
+        p, v = self._rates_many(sets)
         z = ndtri(p) * self.config.beta
         dens = np.exp(-0.5 * (z / self.config.beta) ** 2) / math.sqrt(2.0 * math.pi) / self.config.beta
         return z, v / (dens * dens), p
@@ -424,31 +444,50 @@ class BayesPolicy(BasePolicy):
 
     def _residual(self, d: dict[str, Any], rates: np.ndarray) -> np.ndarray:
         """Each candidate's personal residual on the score scale (before the guard's weight)."""
-        mu, u = self.mean, d["u"]
-        res = d["v"] @ (u @ mu["shared"][d["shared"]])
+        return self._residuals([d], rates)
+
+    def _residuals(self, designs: Sequence[dict[str, Any]], rates: np.ndarray) -> np.ndarray:
+        """`_residual` of one user's candidate sets (`rates`: their rates, concatenated in order),
+        concatenated: the personal terms of a whole page are one array pass, not one per title."""
+        shared = self.mean["shared"]
+        parts, rows, slopes, centres = [], [], [], []
+        start = 0
+        for d in designs:
+            parts.append(d["v"] @ (d["u"] @ shared[d["shared"]]))
+            fit = self._fits(d)
+            if fit is not None:
+                rows.append(fit[0] + start)
+                slopes.append(fit[1])
+                centres.append(fit[2])
+            start += len(d["ids"])
+        res = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if rows:
+            idx = np.concatenate(rows)
+            p = rates[idx]
+            # One user: every design carries the same x.
+            q = p + np.einsum("kd,kd->k", np.concatenate(slopes), designs[0]["x"][None, :] - np.concatenate(centres))
+            q = np.minimum(np.maximum(q, 1e-4), 1.0 - 1e-4)
+            res[idx] += (ndtri(q) - ndtri(p)) * self.config.beta
+        return res
+
+    def _fits(self, d: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(positions, slopes, centres) of the personal fits of a candidate set's artworks that have
+        two or more outcomes (one outcome has no slope), rebuilt only when one of them has learned."""
         arms = self.arms.get(d["title_id"])
         if not arms:
-            return res
+            return None
         stats = [arms.get(a) for a in d["ids"]]
-        # The stacked fits of this candidate set, rebuilt only when one of its artworks has learned.
         stamp = tuple(-1 if st is None else st.version for st in stats)
-        key = (d["title_id"], tuple(d["ids"]))
+        key = d["key"]
         hit = self._fit_cache.get(key)
         if hit is None or hit[0] != stamp:
-            # One outcome has no slope: only artworks with two or more take part.
             live = [k for k, st in enumerate(stats) if st is not None and st.n >= 2.0]
             fits = [stats[k].fit(self.config.ridge) for k in live]
             if len(self._fit_cache) >= self.cache_limit:
                 self._fit_cache.clear()
-            hit = self._fit_cache[key] = (stamp, np.array(live, dtype=np.intp),
-                                          np.stack([f[0] for f in fits]) if fits else None,
-                                          np.stack([f[1] for f in fits]) if fits else None)
-        _, idx, slopes, centres = hit
-        if slopes is not None:
-            p = rates[idx]
-            q = np.clip(p + np.einsum("kd,kd->k", slopes, d["x"][None, :] - centres), 1e-4, 1.0 - 1e-4)
-            res[idx] += (ndtri(q) - ndtri(p)) * self.config.beta
-        return res
+            hit = self._fit_cache[key] = (stamp, (np.array(live, dtype=np.intp), np.stack([f[0] for f in fits]),
+                                                  np.stack([f[1] for f in fits])) if fits else None)
+        return hit[1]
 
     def gate_weight(self) -> float:
         """How much of the personal residual enters the scores, from what it has earned so far.
@@ -495,13 +534,30 @@ class BayesPolicy(BasePolicy):
         return bank[:n]
 
     def _distribution(self, user: UserContext, title_id: str, allowed: list[Candidate]) -> list[float]:
+        return self._distributions(user, [(title_id, allowed)])[0]
+
+    def _distributions(self, user: UserContext, jobs: Sequence[tuple[str, list[Candidate]]]) -> list[list[float]]:
+        """A page's distributions: the user's part, the guard's weight and the offsets once per
+        page, the residual and the draws per title (the same numbers as title by title)."""
+        floor, n_draws = self.config.floor, self.config.n_draws
+        out: list[list[float]] = []
         with self._lock:
-            mean, var = self._scores(self._design(user, title_id, allowed), title_id)
-            draws = mean[:, None] + np.sqrt(var)[:, None] * self._bank_rows(1, len(allowed))
-        wins = np.bincount(np.argmax(draws, axis=0), minlength=len(allowed)) / self.config.n_draws
-        if self.config.floor > 0.0:
-            wins = (1.0 - self.config.floor) * wins + self.config.floor / len(allowed)
-        return wins.tolist()
+            part = self._user_part(user)
+            gate = self.gate_weight()
+            off, off_var, p = self._offsets_many([(t, [c.artwork_id for c in allowed]) for t, allowed in jobs])
+            sd = np.sqrt(off_var)
+            mean = off + gate * self._residuals([self._design(user, t, allowed, part) for t, allowed in jobs], p)
+            start = 0
+            for title_id, allowed in jobs:
+                k = len(allowed)
+                end = start + k
+                draws = mean[start:end, None] + sd[start:end, None] * self._bank_rows(1, k)
+                wins = np.bincount(np.argmax(draws, axis=0), minlength=k) / n_draws
+                if floor > 0.0:
+                    wins = (1.0 - floor) * wins + floor / k
+                out.append(wins.tolist())
+                start = end
+        return out
 
     def predict(self, user: UserContext, title_id: str, candidates: Sequence[Candidate]) -> np.ndarray:
         """Posterior-mean click probability of each candidate (for reports and debugging)."""

@@ -42,13 +42,53 @@ cli.add_lazy_command("serve", "bandit.cli:_serve",
 
 
 
+# -- one flag vocabulary: the same name and default for the same meaning in every command ----------
+
+#: Bootstrap resamples behind every interval (replay, compare, report): one default, so the same log
+#: gives the same intervals whichever command shows them.
+N_BOOTSTRAP = 1000
+N_BOOTSTRAP_HELP = "bootstrap resamples behind each interval"
+#: Where an HTML report goes: `--out` in every command that writes one (demo, report).
+REPORT_OUT_HELP = "folder for the HTML report (index.html and its images)"
+
+
+def _take_alias(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """The value of a deprecated alias (`_deprecated_alias`) when it was given instead of this option."""
+    alias = ctx.meta.get(f"deprecated alias of {param.name}")
+    if alias is None:
+        return value
+    old, alias_value = alias
+    if ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE and value != alias_value:
+        new = param.opts[0]
+        raise click.UsageError(f"{old} {alias_value} and {new} {value} name two places; give {new} only", ctx)
+    return alias_value
+
+
+def _deprecated_alias(old: str, new: str, dest: str, **kw: Any) -> Any:
+    """A hidden option `old` that still sets `dest` (the option `new`, whose callback is `_take_alias`),
+    with a one-line note on stderr: scripts written for the old name keep working."""
+    def note(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None:
+            return
+        click.echo(f"note: {old} is deprecated; use {new}", err=True)
+        if (ctx.get_parameter_source(dest) == click.core.ParameterSource.COMMANDLINE
+                and ctx.params.get(dest, value) != value):
+            raise click.UsageError(f"{new} {ctx.params[dest]} and {old} {value} name two places; give {new} only", ctx)
+        ctx.meta[f"deprecated alias of {dest}"] = (old, value)
+
+    # Its own parameter name: `--report-dir` would otherwise be named report_dir, the demo's dest.
+    return click.option(old, "deprecated_" + old.lstrip("-").replace("-", "_"), default=None, hidden=True,
+                        expose_value=False, callback=note, **kw)
+
+
 @cli.command()
 @encoder_options
 @click.option("--visits", default=1500, show_default=True, help="simulated page views (each shows every title)")
 @click.option("--segments", default=3, show_default=True, help="taste segments of the simulated audience")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--report-dir", default="report", show_default=True, type=click.Path(file_okay=False),
-              help="where report/index.html goes")
+@click.option("--out", "report_dir", default="report", show_default=True, type=click.Path(file_okay=False),
+              callback=_take_alias, help=REPORT_OUT_HELP)
+@_deprecated_alias("--report-dir", "--out", "report_dir", type=click.Path(file_okay=False))
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @click.pass_context
 @user_errors
@@ -100,10 +140,12 @@ ON_HELP = ("rows to evaluate on: explore = the uniform exploration pages, holdou
 
 def _read_log(log: str, command: str = "replay") -> list:
     """The decision log at LOG, or one line saying what was expected instead."""
-    from bandit.decisions import read_parquet
+    from bandit.decisions import DecisionLogError, read_parquet
 
     try:
         return read_parquet(log)
+    except DecisionLogError as exc:  # a log, but not one this version reads: its own message says why
+        raise click.ClickException(str(exc)) from None
     except Exception as exc:
         expected = (f"{command} reads a decision log in Parquet (from `artwork export-log`)"
                     + (", or an Open Bandit Dataset CSV together with --obd-inputs NPZ (the evaluation policy's "
@@ -273,7 +315,8 @@ def _output_options(fn: Any) -> Any:
         click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
                      help="also write a PNG of the estimates here"),
         click.option("--quiet", is_flag=True, help="no progress bars on stderr"),
-        click.option("--n-bootstrap", default=1000, show_default=True, type=click.IntRange(2, None)),
+        click.option("--n-bootstrap", default=N_BOOTSTRAP, show_default=True, type=click.IntRange(2, None),
+                     help=N_BOOTSTRAP_HELP),
         click.option("--level", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True,
                                                                                         max_open=True),
                      help="confidence level of the intervals"),
@@ -447,23 +490,27 @@ def compare(policy_a: str, policy_b: str, log: str, by: tuple[str, ...], cluster
 
 @cli.command()
 @click.argument("source", required=False, type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "out_dir", default="report", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", default="report", show_default=True, type=click.Path(file_okay=False),
+              callback=_take_alias, help=REPORT_OUT_HELP)
+@_deprecated_alias("--report-dir", "--out", "out_dir", type=click.Path(file_okay=False))
 @click.option("--policy", "policies", multiple=True,
               help="also evaluate: uniform | fixed | thompson | PATH of a saved policy (repeatable)")
-@click.option("--n-bootstrap", default=500, show_default=True)
+@click.option("--n-bootstrap", default=N_BOOTSTRAP, show_default=True, type=click.IntRange(2, None),
+              help=N_BOOTSTRAP_HELP)
 @click.option("--window", default=500, show_default=True, help="decisions per point of the click-rate curve")
+@click.option("--on", "on", type=click.Choice(["explore", "holdout", "all"]), default=None, help=ON_HELP)
 @click.pass_context
 @user_errors
 def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple[str, ...], n_bootstrap: int,
-           window: int) -> None:
+           window: int, on: str | None) -> None:
     """The evaluation report for a deployment: the --store catalog and its event log, or SOURCE, an
     exported Parquet log (with the --store catalog for the artwork). `report STORE.db` is deprecated."""
     from bandit.decisions import read_parquet
     from bandit.events import EventLog
     from bandit.learning import LearningCurve
-    from bandit.offline import evaluate_log
+    from bandit.offline import evaluate_log, select_rows
     from bandit.policy import load_policy
-    from bandit.report import report_data_from, write_report
+    from bandit.report import catalog_coverage, report_data_from, write_report
 
     store, named = ctx.obj["store"], {}
     if source is not None and not source.endswith(".parquet"):
@@ -476,8 +523,12 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
         store, source = source, None
     feedback_counts = None  # late clicks and expired feedback: only the event log knows them
     if source is not None:
+        from bandit.decisions import DecisionLogError
+
         try:
             records = read_parquet(source)
+        except DecisionLogError as exc:  # a Parquet log, but from a newer build or damaged: its own words
+            raise click.ClickException(str(exc)) from None
         except Exception as exc:
             raise click.ClickException(f"{source}: not a decision log in Parquet format ({exc})") from None
     else:
@@ -496,10 +547,27 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
     rewarded = [r for r in records if r.reward is not None]
     if not rewarded:
         raise click.ClickException(f"{source or store}: no decision has a reward yet; nothing to evaluate")
-    named.update(policy_by_name(p, records) for p in policies)
+    log_name = source or f"{store}.events.db"
+    with Catalog(store, create=False) as catalog:
+        cover = catalog_coverage(records, (a.artwork_id for a in catalog.all_artworks()),
+                                 (t.title_id for t in catalog.titles()))
+    if cover.mismatch:
+        raise click.ClickException(
+            f"{log_name} does not belong to the catalog {store}: {len(cover.missing_artworks)} of the "
+            f"{cover.artworks} artwork ids it logged (and {len(cover.missing_titles)} of its {cover.titles} titles) "
+            f"are not in {store} (first: {', '.join(cover.missing_artworks[:3])}); give the catalog the log was "
+            f"served from with --store")
+    if cover.missing_artworks:
+        console.print(f"warning: {len(cover.missing_artworks)} of the {cover.artworks} artwork ids in {log_name} are "
+                      f"no longer in {store} (removed since?); the report lists them without images",
+                      markup=False, highlight=False)
+    sl = select_rows(records, on)
+    warnings: list[str] = []
+    named.update(_policies(policies, records, sl.records, warnings))
     named.setdefault("uniform", policy_by_name("uniform", records)[1])
+    console.print(f"evaluating on {sl.description}", markup=False, highlight=False)
     with _stderr_progress(True) as progress:
-        estimates = evaluate_log(records, named, n_bootstrap=n_bootstrap, progress=progress)
+        estimates = evaluate_log(sl.records, named, n_bootstrap=n_bootstrap, progress=progress)
     curves = {}
     if len(rewarded) >= window:
         k = len(rewarded) // window
@@ -507,7 +575,8 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
         curves["logged policy"] = LearningCurve("logged policy", np.arange(1, k + 1) * window, rate, rate, window)
     with Catalog(store, create=False) as catalog:
         data = report_data_from(catalog, records, title=f"Artwork selection report: {Path(source or store).name}",
-                                curves=curves, estimates=estimates, feedback_counts=feedback_counts)
+                                curves=curves, estimates=estimates, feedback_counts=feedback_counts,
+                                evaluated_on=sl.description, notes=warnings)
     out.print(f"report: {write_report(data, out_dir)}")
 
 
@@ -558,23 +627,47 @@ def train(log: str, out_path: str, exploration: str, seed: int, holdout: bool) -
 
 @cli.command("export-log")
 @click.argument("out_path", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["parquet", "obp", "dsjson"]), default=None,
+              help="parquet: every decision; obp: Open Bandit Pipeline arrays (.npz); dsjson: Vowpal Wabbit's "
+                   "decision-service JSON lines [default: from OUT_PATH's suffix (.npz, .json/.jsonl/.dsjson), "
+                   "else parquet]")
+@click.option("--log", "log", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="convert this Parquet decision log instead of the store's event log")
 @click.pass_context
 @user_errors
-def export_log(ctx: click.Context, out_path: str) -> None:
-    """Export the store's decision log (decisions, propensities, rewards) to a Parquet file."""
-    from bandit.decisions import write_parquet
-    from bandit.events import EventLog
+def export_log(ctx: click.Context, out_path: str, fmt: str | None, log: str | None) -> None:
+    """Export the store's decision log (decisions, propensities, rewards) as Parquet, OBP or DSJSON.
 
-    events_path = Path(f"{ctx.obj['store']}.events.db")
-    if not events_path.is_file():
-        raise click.ClickException(f"no event log at {events_path}: nothing has been served from this store")
-    events = EventLog(events_path)
-    try:
-        records = events.records()
-    finally:
-        events.close()
-    write_parquet(records, out_path)
-    out.print(f"{len(records)} decisions ({sum(r.reward is not None for r in records)} with a reward) -> {out_path}")
+    OBP and DSJSON hold the decisions with a reward; Parquet holds every one.
+    """
+    from bandit.events import EventLog
+    from bandit.export import export_log as write_export
+    from bandit.export import infer_format
+
+    fmt = infer_format(out_path, fmt)  # a contradiction with the suffix fails before reading anything
+    if log is not None:
+        records = _read_log(log, "export-log")
+        source = log
+    else:
+        events_path = Path(f"{ctx.obj['store']}.events.db")
+        if not events_path.is_file():
+            raise click.ClickException(f"no event log at {events_path}: nothing has been served from this store")
+        events = EventLog(events_path)
+        try:
+            records = events.records()
+        finally:
+            events.close()
+        source = str(events_path)
+    done = write_export(records, out_path, fmt)
+    rewarded = sum(r.reward is not None for r in records)
+    if done.format == "parquet":
+        out.print(f"{len(records)} decisions ({rewarded} with a reward) -> {out_path}", markup=False,
+                  highlight=False)
+    else:
+        out.print(f"{done.rows} decisions with a reward -> {out_path} ({done.format})", markup=False, highlight=False)
+        if done.left_out:
+            console.print(f"note: {done.left_out} decision(s) of {source} have no reward yet and are not in "
+                          f"{out_path}", markup=False, highlight=False)
 
 
 def run_subcommand(name: str, argv: list[str], prog_name: str) -> None:

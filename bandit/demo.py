@@ -1,6 +1,6 @@
 """The whole product end to end, from one command: catalog → HTTP service → audience → evaluation → report.
 
-1. Build a catalog from `assets/samples/`: uploaded photos, a cast gallery, and a title whose
+1. Build a catalog from `artwork/assets/samples/`: uploaded photos, a cast gallery, and a title whose
    candidates are mined from a video.
 2. Start the real HTTP service (uvicorn) on a free loopback port and drive a simulated audience
    with several taste segments through it: choose for a page of titles, then post clicks. Missing
@@ -33,6 +33,7 @@ import numpy as np
 from artwork.encoder import Encoder
 from artwork.ingest import IngestReport, Ingestor
 from artwork.store import Catalog
+from artwork.tagging import ASSETS
 from bandit.baselines import FixedPolicy, ThompsonPolicy, UniformPolicy
 from bandit.decisions import DecisionRecord
 from bandit.engine import Engine, EngineConfig
@@ -45,8 +46,7 @@ from bandit.report import Comparison, ComparisonRow, candidates_by_title, report
 from bandit.server import ServeConfig, create_app, free_port
 from bandit.simulator import Simulator
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-SAMPLES = ASSETS / "samples"
+SAMPLES = ASSETS / "samples"  # shipped with the package (artwork/assets), like the vocabularies
 
 
 @dataclass

@@ -38,8 +38,9 @@ from artwork.store import Catalog, StoreError
 from bandit.baselines import UniformPolicy
 from bandit.events import BaseEventLog, DecisionRow, NewDecision, open_event_log
 from bandit.features import (MAX_EXCLUDE, MAX_ID_CHARS, MAX_TASTE_KEYS, Candidate, ContextError, EmbeddingProjection,
-                             UserContext, candidates_from_artworks, taste_from_history, text_problem)
-from bandit.policy import BasePolicy, NoCandidatesError, PolicyError
+                             InputWarning, UserContext, candidates_from_artworks, taste_from_history,
+                             taste_vocabulary, text_problem, unknown_inputs)
+from bandit.policy import BasePolicy, NoCandidatesError, PolicyError, TitleRequest
 from bandit.registry import DEFAULT_POLICY, POLICIES, load_policy, make_policy
 
 __all__ = [
@@ -187,6 +188,7 @@ class _CatalogView:
     titles: dict[str, _TitleView]
     artworks: dict[str, Artwork]  # artwork_id -> artwork
     by_title: dict[str, list[Artwork]]
+    vocab: frozenset[str] = frozenset()  # taste keys that can meet a candidate feature (features.taste_vocabulary)
 
 
 class _Session(NamedTuple):
@@ -380,7 +382,7 @@ class Engine:
                     fs_key=hashlib.sha256(fs_json.encode()).hexdigest()[:24],
                     fs_json=fs_json,
                 )
-            self._view = _CatalogView(titles, {a.artwork_id: a for a in arts}, by_title)
+            self._view = _CatalogView(titles, {a.artwork_id: a for a in arts}, by_title, taste_vocabulary(arts))
             self._data_version = version
             return self._view
 
@@ -517,6 +519,9 @@ class Engine:
                 raise RequestError(f"exclude.{i}", why)
 
     def _with_taste(self, user: UserContext, view: _CatalogView) -> UserContext:
+        # Taste keys outside the vocabulary are kept (and reported by `input_warnings`): the personal
+        # term learns from any user feature, so a client's own segments ("segment:night-owl") carry
+        # signal even though no artwork is tagged with them. `serve --strict` refuses them instead.
         if user.taste or not user.history:
             return user
         taste = taste_from_history(user.history, view.by_title)
@@ -526,6 +531,16 @@ class Engine:
             keep = sorted(taste.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_TASTE_KEYS]
             taste = dict(sorted(keep))
         return UserContext(user.user_id, taste, user.history, user.device, user.hour, user.country, user.row)
+
+    def input_warnings(self, user: UserContext) -> list[InputWarning]:
+        """The user's taste keys outside the catalog's taste vocabulary and history titles the
+        catalog lacks, in request order (served as sent: a warning, not a change)."""
+        view = self._refresh()
+        return unknown_inputs(user.taste, user.history, view.vocab, view.titles)
+
+    def taste_vocabulary(self) -> frozenset[str]:
+        """Every taste key that can meet a candidate feature of the current catalog."""
+        return self._refresh().vocab
 
     def _image_url(self, artwork_id: str) -> str:
         return f"{self.config.image_url_prefix}/v1/artworks/{artwork_id}/image"
@@ -578,7 +593,7 @@ class Engine:
         view = self._refresh()
         user = self._with_taste(user, view)
         excl = frozenset(exclude)
-        out: list[TitleChoice] = []
+        out: list[TitleChoice | None] = []  # None: a slot filled once the policy has chosen
         fresh: list[NewDecision] = []
         fsets: dict[str, str] = {}
         with self._choose_lock:
@@ -587,6 +602,7 @@ class Engine:
             explore = self.config.explore_share > 0 and self._explore_rng.random() < self.config.explore_share
             chooser = self._explorer if explore else self.policy
             wake: list[str] = []  # inactive repeats shown on an activate=True page
+            pending: list[tuple[int, str, _TitleView]] = []  # (slot in out, title) still to choose
             for tid in title_ids:
                 tv = view.titles.get(tid)
                 if tv is None:
@@ -607,20 +623,22 @@ class Engine:
                     out.append(TitleChoice(tid, s.chosen, self._image_url(s.chosen), s.event_id, s.probability,
                                            s.policy, s.version, repeat=True, active=s.active or activate))
                     continue
-                try:
-                    d = chooser.choose(user, tid, tv.candidates, excl, pinned=tv.pinned, disabled=tv.disabled)
-                except NoCandidatesError as e:
-                    out.append(TitleChoice(tid, error="no_candidates", message=str(e)))
-                    continue
-                except PolicyError as e:
-                    out.append(TitleChoice(tid, error="policy_error", message=str(e)))
+                pending.append((len(out), tid, tv))
+                out.append(None)
+            # One policy call for the page: per-user work is shared across its titles.
+            made = chooser.choose_many(user, [TitleRequest(tid, tv.candidates, tv.pinned, tv.disabled)
+                                              for _, tid, tv in pending], excl)
+            for (slot, tid, tv), d in zip(pending, made):
+                if isinstance(d, PolicyError):
+                    code = "no_candidates" if isinstance(d, NoCandidatesError) else "policy_error"
+                    out[slot] = TitleChoice(tid, error=code, message=str(d))
                     continue
                 nd = NewDecision(uuid.uuid4().hex, tid, list(d.distribution), tv.fs_key, d.chosen,
                                  float(d.probability), dict(d.distribution), d.policy, int(d.version), activate)
                 fresh.append(nd)
                 fsets[tv.fs_key] = tv.fs_json
-                out.append(TitleChoice(tid, d.chosen, self._image_url(d.chosen), nd.event_id, nd.probability,
-                                       nd.policy, nd.version, active=activate))
+                out[slot] = TitleChoice(tid, d.chosen, self._image_url(d.chosen), nd.event_id, nd.probability,
+                                        nd.policy, nd.version, active=activate)
             # Logged (committed) before anyone sees the answer: a choice we cannot log is not served.
             self.events.log_page(now, user.user_id, user.to_dict(), fresh, fsets,
                                  now + self.config.feedback_window_s, now + self.config.session_ttl_s)
@@ -645,18 +663,19 @@ class Engine:
         view = self._refresh()
         user = self._with_taste(user, view)
         out: dict[str, dict[str, Any]] = {}
+        known = [tid for tid in title_ids if tid in view.titles]
+        dists = self.policy.distributions(user, [TitleRequest(tid, view.titles[tid].candidates, view.titles[tid].pinned,
+                                                              view.titles[tid].disabled) for tid in known], exclude)
+        made = dict(zip(known, dists))
         for tid in title_ids:
-            tv = view.titles.get(tid)
-            if tv is None:
+            dist = made.get(tid)
+            if dist is None:
                 out[tid] = {"error": "unknown_title", "message": f"unknown title id {tid!r}"}
-                continue
-            try:
-                dist = self.policy.distribution(user, tid, tv.candidates, exclude, pinned=tv.pinned, disabled=tv.disabled)
-            except PolicyError as e:
-                out[tid] = {"error": "no_candidates" if isinstance(e, NoCandidatesError) else "policy_error",
-                            "message": str(e)}
-                continue
-            out[tid] = {"distribution": dist, "policy": self.policy.name, "policy_version": self.policy.version}
+            elif isinstance(dist, PolicyError):
+                out[tid] = {"error": "no_candidates" if isinstance(dist, NoCandidatesError) else "policy_error",
+                            "message": str(dist)}
+            else:
+                out[tid] = {"distribution": dist, "policy": self.policy.name, "policy_version": self.policy.version}
         return out
 
     # -- feedback --------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from typing import Any, ContextManager
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from artwork.sqlite import WalDatabase, connect_wal
+from artwork.store import stored_schema_version
 from bandit.decisions import DecisionRecord
 
 __all__ = ["BaseEventLog", "EventLog", "EventLogError", "EventLogUnavailable", "DecisionRow", "FinalizeResult",
@@ -839,11 +840,21 @@ class EventLog(WalDatabase, BaseEventLog):
             self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._ckpt: sqlite3.Connection | None = None
         with self.transaction() as db:
+            # First, inside the transaction: a log from a newer build is refused before anything in it
+            # changes, and an older one is migrated (columns, tables, version) all or nothing.
+            stored = stored_schema_version(db)
+            if stored > SCHEMA_VERSION:
+                raise EventLogError(f"the event log {self.path} has schema version {stored}, newer than this "
+                                    f"build's {SCHEMA_VERSION}: upgrade artwork-engine (pip install -U "
+                                    "artwork-engine) before serving from it; its contents were not changed")
             self._migrate(db)
             for stmt in SCHEMA.strip().split(";"):
                 if stmt.strip():
                     db.execute(stmt)
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            # The header's user_version, for tools (`sqlite3 FILE 'PRAGMA user_version'`); the meta
+            # row stays for builds that only know it.
+            db.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
 
     @property
     def location(self) -> Path:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import artwork.records
 from artwork.records import Artwork, Tags
 
 __all__ = [
@@ -39,6 +42,10 @@ __all__ = [
     "face_features",
     "candidate_from_artwork",
     "candidates_from_artworks",
+    "InputWarning",
+    "tagger_labels",
+    "taste_vocabulary",
+    "unknown_inputs",
 ]
 
 #: Tag kinds on `Tags`, mapped to the feature-key prefix used in taste profiles and candidates.
@@ -336,6 +343,73 @@ def taste_from_history(
     if n_titles == 0:
         return {}
     return {k: v / n_titles for k, v in sorted(totals.items())}
+
+
+# -- taste vocabulary ------------------------------------------------------------------------------
+
+#: The tagger's label files, the ones `artwork.tagging.load_vocabulary` reads; read here without
+#: importing the tagger (it loads torch).
+TAGGER_VOCAB_DIR = Path(artwork.records.__file__).resolve().parent / "assets" / "vocab"
+
+
+@lru_cache(maxsize=4)
+def tagger_labels(directory: Path = TAGGER_VOCAB_DIR) -> dict[str, tuple[str, ...]]:
+    """The tagger's labels by taste-key prefix, {"mood": (...), "genre": (...)} (do not mutate: cached);
+    empty when a file is missing (the vocabulary then comes from the catalog's tags alone)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for prefix, name in (("mood", "moods.txt"), ("genre", "genres.txt")):
+        try:
+            lines = (Path(directory) / name).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            lines = []
+        out[prefix] = tuple(ln for ln in (x.strip() for x in lines) if ln and not ln.startswith("#"))
+    return out
+
+
+def taste_vocabulary(artworks: Iterable[Artwork], labels: Mapping[str, Iterable[str]] | None = None
+                     ) -> frozenset[str]:
+    """Every taste key that can meet a candidate feature of this catalog: "mood:" / "genre:" with
+    the tagger's labels (`labels`, default `tagger_labels()`) and every label in the artworks' tags,
+    "actor:" with every cast member their tags name (scored or recognised), and `FACE_FEATURES`.
+    Keys over MAX_TASTE_KEY_CHARS are left out (no request can send one). Embedding components
+    ("emb:<i>") are not taste: a projection's axes mean nothing to a client. A taste built by
+    `taste_from_history` from the same artworks only has keys in here.
+    """
+    keys: set[str] = set(FACE_FEATURES)
+    for prefix, labs in (tagger_labels() if labels is None else labels).items():
+        keys.update(f"{prefix}:{lab}" for lab in labs if lab)
+    for a in artworks:
+        for kind, prefix in TAG_KINDS.items():
+            keys.update(f"{prefix}:{lab}" for lab in (getattr(a.tags, kind) or {}) if lab)
+        keys.update(f"actor:{name}" for name in a.tags.actors_present if name)
+    return frozenset(k for k in keys if len(k) <= MAX_TASTE_KEY_CHARS)
+
+
+@dataclass(frozen=True)
+class InputWarning:
+    """A request input the service does not know, and so ignored: `field` is its path in the request
+    ("taste.genre:nonsense", "history.2"), `type` is unknown_taste_key or unknown_title."""
+
+    field: str
+    value: str
+    type: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"field": self.field, "value": self.value, "type": self.type, "reason": self.reason}
+
+
+def unknown_inputs(taste: Iterable[str], history: Iterable[str], vocabulary: Collection[str],
+                   titles: Collection[str]) -> list[InputWarning]:
+    """Taste keys not in `vocabulary` and history entries not in `titles`, in request order (one
+    set lookup per key and entry)."""
+    out = [InputWarning(f"taste.{k}", k, "unknown_taste_key",
+                        f"unknown taste key {k!r}: not in the taste vocabulary (the tagger's moods and "
+                        "genres, the catalog's tags and cast, face:*)")
+           for k in taste if k not in vocabulary]
+    out.extend(InputWarning(f"history.{i}", t, "unknown_title", f"unknown title {t!r}: not in the catalog")
+               for i, t in enumerate(history) if t not in titles)
+    return out
 
 
 class EmbeddingProjection:

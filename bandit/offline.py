@@ -25,26 +25,52 @@ from bandit.replay import Comparison, Estimate, OPEInputs, build_inputs, compare
 
 @dataclass
 class LogArrays:
-    """A decision log as arrays padded to the largest candidate set."""
+    """A decision log as arrays, one row per rewarded decision, candidates padded to the largest set.
 
-    action: np.ndarray  # index of the chosen artwork among the row's candidates
-    reward: np.ndarray
-    pscore: np.ndarray
-    q_hat: np.ndarray  # (n, k): reward model per candidate; 0 on padding
+    Column j of a row is its j-th logged candidate (``records[i].candidates[j]``), so the action
+    space is per row: what `bandit.replay.build_inputs` takes with a target policy's ``(n, k)``
+    probabilities laid out the same way (zero on padding).
+    """
+
+    action: np.ndarray  # (n,) index of the chosen artwork among the row's candidates
+    reward: np.ndarray  # (n,)
+    pscore: np.ndarray  # (n,) the logging policy's probability of the chosen artwork
+    q_hat: np.ndarray | None  # (n, k) cross-fitted reward model per candidate, 0 on padding; None: not fitted
     mask: np.ndarray  # (n, k) True where a candidate exists
+    logged: np.ndarray | None = None  # (n, k) the logging policy's whole distribution; None: a log without it
+
+
+def records_to_arrays(records: Sequence[DecisionRecord], *, reward_model: bool = True, l2: float = 1.0,
+                      folds: int = 2, seed: int = 0, progress: Progress | None = None) -> LogArrays:
+    """The rewarded decisions of a log as the arrays every estimator reads (`LogArrays`).
+
+    Rows without a reward yet are left out, in order otherwise. With ``reward_model`` (the default)
+    ``q_hat`` is the DM/DR reward model, cross-fitted over ``folds`` (each part scored by a model
+    fitted on the others, ``seed`` splitting them; ``l2`` its ridge); without it ``q_hat`` is None
+    and only the model-free estimators (IPS, SNIPS, replay) run, in milliseconds. Raises ValueError
+    for a log with too few rewarded rows, or a decision whose chosen artwork is not among its
+    candidates.
+    """
+    recs = [r for r in records if r.reward is not None]
+    need = 2 * folds if reward_model else 1
+    if len(recs) < need:
+        raise ValueError(f"the log has {len(recs)} decisions with a reward; offline evaluation needs at least "
+                         f"{need}")
+    tables = LogTables.from_records(recs)
+    q = cross_fit_q(tables, folds=folds, seed=seed, l2=l2, progress=progress).q if reward_model else None
+    logged = None
+    if all(r.distribution for r in recs):
+        logged = np.zeros(tables.slots.shape)
+        for i, r in enumerate(recs):
+            logged[i, :len(r.candidates)] = [r.distribution.get(a, 0.0) for a in r.candidates]
+    return LogArrays(action=tables.chosen, reward=tables.reward, pscore=np.array([r.probability for r in recs]),
+                     q_hat=q, mask=tables.slots >= 0, logged=logged)
 
 
 def log_arrays(records: Sequence[DecisionRecord], l2: float = 1.0, folds: int = 2, seed: int = 0,
                progress: Progress | None = None) -> LogArrays:
-    """Arrays of the rewarded rows of a log, with a cross-fitted reward model."""
-    recs = [r for r in records if r.reward is not None]
-    if len(recs) < 2 * folds:
-        raise ValueError(f"the log has {len(recs)} decisions with a reward; offline evaluation needs at least "
-                         f"{2 * folds}")
-    tables = LogTables.from_records(recs)
-    q = cross_fit_q(tables, folds=folds, seed=seed, l2=l2, progress=progress).q
-    return LogArrays(action=tables.chosen, reward=tables.reward, pscore=np.array([r.probability for r in recs]),
-                     q_hat=q, mask=tables.slots >= 0)
+    """`records_to_arrays` with the reward model (the name the commands have always used)."""
+    return records_to_arrays(records, l2=l2, folds=folds, seed=seed, progress=progress)
 
 
 def target_distribution(policy: Policy, records: Sequence[DecisionRecord], k: int,

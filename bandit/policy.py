@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from itertools import accumulate
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import vowpal_wabbit_next as vw
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Decision",
+    "TitleRequest",
     "Policy",
     "PolicyError",
     "NoCandidatesError",
@@ -123,6 +124,15 @@ class Policy(Protocol):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Policy: ...
+
+
+class TitleRequest(NamedTuple):
+    """One title of a page, as a policy is asked to serve it (`BasePolicy.choose_many`)."""
+
+    title_id: str
+    candidates: list[Candidate]
+    pinned: str | None = None  # designer pin
+    disabled: Collection[str] = ()  # designer-disabled artwork ids
 
 
 class PolicyError(ValueError):
@@ -213,6 +223,51 @@ class BasePolicy:
     def _distribution(self, user: UserContext, title_id: str, allowed: list[Candidate]) -> list[float]:
         raise NotImplementedError
 
+    def _distributions(self, user: UserContext, jobs: Sequence[tuple[str, list[Candidate]]]) -> list[list[float]]:
+        """`_distribution` for several titles of one page; a policy overrides it to share the
+        per-user work across the page (the HTTP path asks for 40 titles at a time)."""
+        return [self._distribution(user, title_id, allowed) for title_id, allowed in jobs]
+
+    def distributions(
+        self, user: UserContext, requests: Sequence[TitleRequest], exclude: Collection[str] = ()
+    ) -> list[dict[str, float] | PolicyError]:
+        """One `distribution` per request, in order; a title that cannot be served gets its
+        PolicyError in its place instead of failing the page.
+
+        `exclude` (per request) and `disabled` (designer) are hard: those ids never get mass.
+        `pinned` (designer) gets probability 1 when allowed; a pin on an excluded/disabled
+        artwork is ignored so the page still renders. A pin naming no candidate is an error.
+        """
+        prepared: list[tuple[list[Candidate], list[float] | None] | PolicyError] = []
+        jobs: list[tuple[str, list[Candidate]]] = []
+        for r in requests:
+            try:
+                allowed = allowed_candidates(r.title_id, r.candidates, exclude, r.disabled)
+                fixed = None
+                if r.pinned is not None:
+                    if not any(c.artwork_id == r.pinned for c in r.candidates):
+                        raise PolicyError(f"title {r.title_id!r}: pinned artwork {r.pinned!r} is not among the candidates")
+                    if any(c.artwork_id == r.pinned for c in allowed):
+                        fixed = [1.0 if c.artwork_id == r.pinned else 0.0 for c in allowed]
+                if fixed is None and len(allowed) == 1:
+                    fixed = [1.0]
+            except PolicyError as e:
+                prepared.append(e)
+                continue
+            if fixed is None:
+                jobs.append((r.title_id, allowed))
+            prepared.append((allowed, fixed))
+        computed = iter(self._distributions(user, jobs) if jobs else [])
+        out: list[dict[str, float] | PolicyError] = []
+        for item in prepared:
+            if isinstance(item, PolicyError):
+                out.append(item)
+                continue
+            allowed, fixed = item
+            probs = fixed if fixed is not None else next(computed)
+            out.append(dict(zip([c.artwork_id for c in allowed], probs)))
+        return out
+
     def distribution(
         self,
         user: UserContext,
@@ -223,21 +278,30 @@ class BasePolicy:
         pinned: str | None = None,
         disabled: Collection[str] = (),
     ) -> dict[str, float]:
-        """artwork_id -> probability over the allowed candidates (sums to 1).
+        """artwork_id -> probability over the allowed candidates (sums to 1); see `distributions`."""
+        d = self.distributions(user, [TitleRequest(title_id, candidates, pinned, disabled)], exclude)[0]
+        if isinstance(d, PolicyError):
+            raise d
+        return d
 
-        `exclude` (per request) and `disabled` (designer) are hard: those ids never get mass.
-        `pinned` (designer) gets probability 1 when allowed; a pin on an excluded/disabled
-        artwork is ignored so the page still renders. A pin naming no candidate is an error.
-        """
-        allowed = allowed_candidates(title_id, candidates, exclude, disabled)
-        if pinned is not None:
-            if not any(c.artwork_id == pinned for c in candidates):
-                raise PolicyError(f"title {title_id!r}: pinned artwork {pinned!r} is not among the candidates")
-            if any(c.artwork_id == pinned for c in allowed):
-                return {c.artwork_id: (1.0 if c.artwork_id == pinned else 0.0) for c in allowed}
-        if len(allowed) == 1:
-            return {allowed[0].artwork_id: 1.0}
-        return dict(zip([c.artwork_id for c in allowed], self._distribution(user, title_id, allowed)))
+    def choose_many(
+        self, user: UserContext, requests: Sequence[TitleRequest], exclude: Collection[str] = ()
+    ) -> list[Decision | PolicyError]:
+        """Sample one artwork per request from `distributions` with this policy's seeded generator,
+        in request order (so a page costs the generator exactly what title-by-title calls would)."""
+        out: list[Decision | PolicyError] = []
+        for r, dist in zip(requests, self.distributions(user, requests, exclude)):
+            if isinstance(dist, PolicyError):
+                out.append(dist)
+                continue
+            ids = list(dist)
+            cum = list(accumulate(dist.values()))
+            # bisect on the cumulative sum; clamp guards the u*total == total float edge case.
+            i = min(bisect_right(cum, float(self._rng.random()) * cum[-1]), len(ids) - 1)
+            while dist[ids[i]] <= 0.0:  # never serve a zero-probability arm (float edge case)
+                i -= 1
+            out.append(Decision(r.title_id, ids[i], dist[ids[i]], dist, self.name, self.version))
+        return out
 
     def choose(
         self,
@@ -250,14 +314,10 @@ class BasePolicy:
         disabled: Collection[str] = (),
     ) -> Decision:
         """Sample an artwork from `distribution` with this policy's seeded generator."""
-        dist = self.distribution(user, title_id, candidates, exclude, pinned=pinned, disabled=disabled)
-        ids = list(dist)
-        cum = list(accumulate(dist.values()))
-        # bisect on the cumulative sum; clamp guards the u*total == total float edge case.
-        i = min(bisect_right(cum, float(self._rng.random()) * cum[-1]), len(ids) - 1)
-        while dist[ids[i]] <= 0.0:  # never serve a zero-probability arm (float edge case)
-            i -= 1
-        return Decision(title_id, ids[i], dist[ids[i]], dist, self.name, self.version)
+        d = self.choose_many(user, [TitleRequest(title_id, candidates, pinned, disabled)], exclude)[0]
+        if isinstance(d, PolicyError):
+            raise d
+        return d
 
     def learn_one(
         self,

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ArtworkStats",
     "CandidateView",
+    "CatalogCoverage",
     "Comparison",
     "ComparisonRow",
     "LogSummary",
@@ -69,6 +70,7 @@ __all__ = [
     "best_artwork",
     "best_policies",
     "candidates_by_title",
+    "catalog_coverage",
     "format_comparison",
     "is_test_encoder",
     "log_summary",
@@ -276,11 +278,45 @@ class ReportData:
     notes: list[str] = field(default_factory=list)  # free text paragraphs, shown in the header
     comparison: Comparison | None = None  # side by side, near the top
     generated: float | None = None  # unix seconds; None: the time of writing
+    evaluated_on: str = ""  # which rows the estimates come from (`bandit.offline.Slice.description`)
 
 
 # --------------------------------------------------------------------------------------------
 # Gathering from a catalog and a log
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CatalogCoverage:
+    """How much of what a log names a catalog still holds."""
+
+    artworks: int  # distinct artwork ids the log offered or chose
+    missing_artworks: tuple[str, ...]  # of them, not in the catalog (sorted)
+    titles: int
+    missing_titles: tuple[str, ...]
+
+    #: More than this share of the log's artworks missing: the log is from another catalog. Fewer
+    #: are artworks removed since (`artwork remove --force`), which the report lists without images.
+    MISMATCH_SHARE = 0.5
+
+    @property
+    def mismatch(self) -> bool:
+        """Whether the log and the catalog are unrelated (most of the log's artworks unknown)."""
+        return self.artworks > 0 and len(self.missing_artworks) > self.MISMATCH_SHARE * self.artworks
+
+
+def catalog_coverage(records: Iterable[DecisionRecord], artwork_ids: Iterable[str],
+                     title_ids: Iterable[str]) -> CatalogCoverage:
+    """Which of the artworks and titles in ``records`` are not among the catalog's ids."""
+    arts: set[str] = set()
+    titles: set[str] = set()
+    for r in records:
+        arts.update(r.candidates)
+        arts.add(r.chosen)
+        titles.add(r.title_id)
+    known_arts, known_titles = set(artwork_ids), set(title_ids)
+    return CatalogCoverage(len(arts), tuple(sorted(arts - known_arts)), len(titles),
+                           tuple(sorted(titles - known_titles)))
 
 
 def is_test_encoder(encoder_id: str | None) -> bool:
@@ -439,6 +475,7 @@ def report_data_from(
     top_k: int = 3,
     feedback_counts: Mapping[str, int] | None = None,
     comparison: Comparison | None = None,
+    evaluated_on: str = "",
 ) -> ReportData:
     """Gather a `ReportData`: titles and stats from ``catalog`` and ``records``, the rest as given.
 
@@ -446,7 +483,8 @@ def report_data_from(
     preferences are computed when both ``policy`` and ``segments`` (name -> a representative
     `UserContext`) are given, on candidates built with ``projection``. ``feedback_counts`` (the
     event log's ``EventLog.counts()``) adds the late clicks and expired feedback to the log summary.
-    ``comparison`` is shown as a side-by-side table near the top.
+    ``comparison`` is shown as a side-by-side table near the top; ``evaluated_on`` says which rows
+    ``estimates`` come from (shown above them).
     """
     records = list(records)
     summary = log_summary(records)
@@ -467,6 +505,7 @@ def report_data_from(
         log=summary,
         notes=list(notes),
         comparison=comparison,
+        evaluated_on=evaluated_on,
     )
     if policy is not None and segments:
         data.segments = segment_views(policy, segments, candidates_by_title(catalog, projection), segment_shares)
@@ -875,7 +914,8 @@ class _Writer:
             '<section id="estimates"><h2>Offline evaluation</h2>'
             '<p class="lead">Estimated click rate of each policy from the logged decisions, with '
             f'bootstrap intervals. {esc(verdict)}</p>'
-            f'<img class="plot" id="estimates-plot" src="{ESTIMATES_PNG}" alt="off-policy estimates">'
+            + (f'<p class="lead" id="evaluated-on">Evaluated on {esc(d.evaluated_on)}.</p>' if d.evaluated_on else '')
+            + f'<img class="plot" id="estimates-plot" src="{ESTIMATES_PNG}" alt="off-policy estimates">'
             f'<table class="estimates"><thead><tr><th>policy</th><th>estimator</th><th class="n">value</th>'
             f'<th class="n">{esc(ci)}</th><th class="n">n</th></tr></thead><tbody>{"".join(rows)}</tbody>'
             '</table></section>'

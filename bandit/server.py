@@ -81,6 +81,7 @@ class ServeConfig:
     read_timeout: float = 30.0  # seconds to send a whole request (line, headers, body); see _read_timeout_protocol
     keep_alive: float = 5.0  # idle seconds between requests on a kept-alive connection
     max_connections: int = 512  # open connections + running requests before new requests get 503
+    strict: bool = False  # unknown taste keys / history titles: a 422 (else served, listed in `warnings`)
     engine: EngineConfig = field(default_factory=EngineConfig)
 
 
@@ -217,11 +218,14 @@ class ChooseRequest(_In):
     taste: Optional[dict[TasteKey, Number]] = Field(
         None, max_length=MAX_TASTE_KEYS,
         description=f'affinities like {{"genre:crime": 0.8, "mood:dark": 0.4}}; at most {MAX_TASTE_KEYS} keys '
-                    f'of at most {MAX_TASTE_KEY_CHARS} characters', examples=[{"genre:crime": 0.8}]
+                    f'of at most {MAX_TASTE_KEY_CHARS} characters. A key outside the taste vocabulary (the '
+                    f'tagger\'s moods and genres, the catalog\'s tags and cast, face:*) is ignored and listed in '
+                    f'`warnings` (a 422 on a server run with --strict)', examples=[{"genre:crime": 0.8}]
     )
     history: Optional[list[Id]] = Field(
         None, max_length=MAX_HISTORY,
-        description=f"watched title ids (at most {MAX_HISTORY}); builds a taste profile when taste is absent")
+        description=f"watched title ids (at most {MAX_HISTORY}); builds a taste profile when taste is absent. "
+                    f"A title the catalog lacks is ignored and listed in `warnings` (a 422 with --strict)")
     context: Optional[RequestContext] = None
     titles: list[Id] = Field(..., min_length=1, description="title ids (at most max_titles)")
     exclude: list[Id] = Field(default_factory=list, max_length=MAX_EXCLUDE,
@@ -248,11 +252,27 @@ class TitleResult(BaseModel):
     message: Optional[str] = None
 
 
+class InputWarning(BaseModel):
+    """A request input the service does not know and ignored (a 422 on a server run with --strict)."""
+
+    field: str = Field(..., description='dotted path in the request, e.g. "taste.genre:nonsense" or "history.2"')
+    value: str = Field(..., description="the taste key or title id as sent")
+    type: str = Field(..., description="unknown_taste_key (no candidate feature can match it: not a mood or "
+                                       "genre of the tagger, nor a tag, cast member or face feature of the "
+                                       "catalog) | unknown_title (not in the catalog)")
+    reason: str
+
+
+_WARNINGS = ("the request's unknown taste keys and history titles, which were ignored; absent when "
+             "everything is known")
+
+
 class ChooseResponse(BaseModel):
     """The page's choices, in request order."""
 
     user_id: str
     results: list[TitleResult]
+    warnings: list[InputWarning] = Field(default_factory=list, description=_WARNINGS)
 
 
 class TitleDistribution(BaseModel):
@@ -268,6 +288,7 @@ class TitleDistribution(BaseModel):
 class DistributionResponse(BaseModel):
     user_id: str
     titles: dict[str, TitleDistribution]
+    warnings: list[InputWarning] = Field(default_factory=list, description=_WARNINGS)
 
 
 class FeedbackIn(_In):
@@ -929,22 +950,44 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         ctx = body.context.model_dump() if body.context else {}
         return context_from_request({"user_id": body.user_id, "taste": body.taste or {}, "history": body.history or [], **ctx})
 
+    def _checked_user(body: ChooseRequest) -> tuple[Any, list[dict[str, str]]]:
+        """The request's user and its warnings (taste keys outside the vocabulary, history titles the
+        catalog lacks); with --strict those are a 422 naming each, before anything is chosen or logged."""
+        user = _user(body)
+        found = eng().input_warnings(user) if body.taste or body.history else []
+        if found and config.strict:
+            errors = [{"field": _safe(w.field), "reason": _safe(w.reason), "type": w.type} for w in found]
+            raise ProblemError("validation", _validation_detail(errors), errors=errors)
+        return user, [w.to_dict() for w in found]
+
+    unknown_422 = {422: _WHY[422] + "; with --strict also an unknown taste key or history title (type "
+                              "unknown_taste_key | unknown_title), nothing logged"}
+
     # Handlers answer with _json (hand-serialised) rather than letting FastAPI validate and encode
     # through the response model: that costs more than the 40 decisions of a page. The models
     # stay for the OpenAPI schema, and tests/test_api_contract.py checks the bodies against it.
 
     @app.post("/v1/choose", response_model=ChooseResponse, dependencies=keyed, tags=["decisions"],
-              responses=_errors(*auth, 415, 422))
+              responses=_errors(*auth, 415, 422, why=unknown_422))
     def choose(body: ChooseRequest) -> Response:
-        """Choose an artwork per title; each decision is logged before the response is sent."""
-        results = eng().choose(_user(body), body.titles, body.exclude, activate=body.activate)
-        return _json({"user_id": body.user_id, "results": [r.to_dict() for r in results]})
+        """Choose an artwork per title; each decision is logged before the response is sent. Unknown
+        taste keys and history titles are ignored and listed in `warnings` (--strict: a 422)."""
+        user, warnings = _checked_user(body)
+        results = eng().choose(user, body.titles, body.exclude, activate=body.activate)
+        out: dict[str, Any] = {"user_id": body.user_id, "results": [r.to_dict() for r in results]}
+        if warnings:
+            out["warnings"] = warnings
+        return _json(out)
 
     @app.post("/v1/policy/distribution", response_model=DistributionResponse, dependencies=keyed, tags=["debug"],
-              responses=_errors(*auth, 415, 422))
+              responses=_errors(*auth, 415, 422, why=unknown_422))
     def distribution(body: DistributionRequest) -> Response:
         """The policy's current probabilities per title (nothing logged, no sticky sessions)."""
-        return _json({"user_id": body.user_id, "titles": eng().distribution(_user(body), body.titles, body.exclude)})
+        user, warnings = _checked_user(body)
+        out: dict[str, Any] = {"user_id": body.user_id, "titles": eng().distribution(user, body.titles, body.exclude)}
+        if warnings:
+            out["warnings"] = warnings
+        return _json(out)
 
     def _outcome_response(request: Request, o: FeedbackOutcome) -> Response:
         # A late click or an upgrade is a success (200, changed): it was stored and learned.
@@ -1093,7 +1136,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return _json({"type": f"{request.scope.get('root_path', '')}/problems/{code}", "title": title,
                       "status": status, "description": what})
 
-    # -- docs from packaged assets (bandit/static, see assets/LICENSES.md) ---------------------------
+    # -- docs from packaged assets (bandit/static, see artwork/assets/LICENSES.md) ---------------------------
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     swagger_params = {"persistAuthorization": False, "validatorUrl": None}
 
@@ -1247,7 +1290,125 @@ def _read_timeout_protocol(read_timeout: float, overloaded_app: Callable[..., Aw
 # -- command line ----------------------------------------------------------------------------------
 
 
-@click.command("serve")
+#: `serve` reads every option (but --api-key, which keeps $ARTWORK_API_KEY) from
+#: $ARTWORK_SERVE_<OPTION>: upper case, '-' as '_' (ARTWORK_SERVE_PORT, ARTWORK_SERVE_EXPLORE_SHARE).
+SERVE_ENV_PREFIX = "ARTWORK_SERVE"
+# Keys a config file may not set, and why: the catalog is chosen the same way for every command.
+_NOT_IN_CONFIG = {"store": "the catalog is given by --store or $ARTWORK_STORE, as for every command",
+                  "config": "a config file cannot name another one"}
+
+
+def _toml_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return f"an array of {len(value)}"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
+
+
+def _expected(param: click.Option, value: Any) -> str | None:
+    """What `param` takes in a TOML file, or None when `value` is of that kind. Checked before
+    click converts, which would take the string "8000" for a port: in a typed file that is a mistake."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if param.is_flag:
+        return None if isinstance(value, bool) else "true or false"
+    if param.nargs == 2:
+        ok = isinstance(value, list) and len(value) == 2 and all(number(v) for v in value)
+        return None if ok else "an array of 2 numbers, e.g. [0.0, 1.0]"
+    if isinstance(param.type, click.types.IntParamType):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if isinstance(param.type, click.types.FloatParamType):
+        return None if number(value) else "a number"
+    if isinstance(param.type, click.Choice):
+        return None if isinstance(value, str) else f"one of {', '.join(map(repr, param.type.choices))}"
+    return None if isinstance(value, str) else "a string"
+
+
+def _check_serve_env(ctx: click.Context) -> None:
+    """$ARTWORK_SERVE_* checked up front, so that a bad value names its variable (click's own
+    message names only the option) and a misspelt one is an error rather than silently ignored."""
+    import difflib
+
+    known = {f"{SERVE_ENV_PREFIX}_{o.name.upper()}": o for o in ctx.command.params
+             if isinstance(o, click.Option) and o.envvar is None and o.name != "store"}
+    for var in sorted(v for v in os.environ if v.startswith(SERVE_ENV_PREFIX + "_")):
+        opt, value = known.get(var), os.environ[var]
+        if opt is None:
+            elsewhere = {"STORE": "the catalog is $ARTWORK_STORE", "API_KEY": "the API key is $ARTWORK_API_KEY"}
+            hint = elsewhere.get(var.removeprefix(SERVE_ENV_PREFIX + "_"))
+            near = difflib.get_close_matches(var, known, n=1, cutoff=0.85)
+            hint = hint or (f"did you mean {near[0]}?" if near else f"known: {', '.join(sorted(known))}")
+            raise click.UsageError(f"environment variable {var} is not a serve setting; {hint}", ctx)
+        if not value or opt.name == "config":
+            continue  # click ignores an empty variable; --config reports its own file
+        try:
+            opt.type_cast_value(ctx, opt.type.split_envvar_value(value) if opt.nargs != 1 else value)
+        except click.BadParameter as e:
+            raise click.UsageError(f"environment variable {var}={value!r}: {e.message}", ctx) from None
+
+
+def _load_serve_config(ctx: click.Context, param: click.Parameter, path: str | None) -> None:
+    """--config FILE.toml: its keys become the defaults of serve's other options, so click's own
+    order of precedence applies: command line, then environment, then the file, then the default."""
+    import difflib
+
+    _check_serve_env(ctx)
+    if path is None:
+        return
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a dependency there)
+        import tomli as tomllib
+
+    def bad(message: str) -> click.BadParameter:
+        return click.BadParameter(f"{path}: {message}", ctx=ctx, param=param)
+
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise bad(f"not valid TOML ({e})") from None
+    except OSError as e:
+        raise bad(f"cannot read it ({e.strerror})") from None
+    options = {o.opts[0].removeprefix("--"): o for o in ctx.command.params
+               if isinstance(o, click.Option) and o.opts[0].startswith("--") and o.name not in _NOT_IN_CONFIG}
+    defaults: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in _NOT_IN_CONFIG:
+            raise bad(f"key {key!r} is not allowed here: {_NOT_IN_CONFIG[key]}")
+        opt = options.get(key)
+        if opt is None:
+            near = difflib.get_close_matches(key.replace("_", "-"), options, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise bad(f"unknown key {key!r}; {hint}keys are serve's option names without '--': "
+                      f"{', '.join(sorted(options))}")
+        want = _expected(opt, value)
+        if want is not None:
+            raise bad(f"key {key!r}: expected {want}, got {_toml_kind(value)}")
+        try:  # ranges and choices, with click's own wording
+            opt.type_cast_value(ctx, tuple(value) if isinstance(value, list) else value)
+        except click.BadParameter as e:
+            raise bad(f"key {key!r}: {e.message}") from None
+        defaults[opt.name] = tuple(value) if isinstance(value, list) else value
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+@click.command("serve", context_settings={"auto_envvar_prefix": SERVE_ENV_PREFIX},
+               epilog=f"Every option can also come from ${SERVE_ENV_PREFIX}_<OPTION> (e.g. {SERVE_ENV_PREFIX}_PORT, "
+                      f"{SERVE_ENV_PREFIX}_EXPLORE_SHARE; --api-key: $ARTWORK_API_KEY) or a --config file. "
+                      "Precedence: command line, environment, config file, default.")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), default=None, is_eager=True,
+              expose_value=False, callback=_load_serve_config, metavar="FILE.toml",
+              help="TOML file of serve settings: keys are these options' names without '--' (port = 8080, "
+                   "explore-share = 0.05); see docs/serve.example.toml [env: ARTWORK_SERVE_CONFIG]")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--api-key", envvar="ARTWORK_API_KEY", default=None,
@@ -1263,6 +1424,7 @@ def _read_timeout_protocol(read_timeout: float, overloaded_app: Callable[..., Aw
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--max-titles", default=200, show_default=True, type=int)
 @click.option("--max-body-bytes", default=1_000_000, show_default=True, type=int)
+@click.option("--strict", is_flag=True, help="a taste key outside the taste vocabulary or a history title the catalog lacks is a 422 naming it (default: ignored, listed in the response's `warnings`)")
 @click.option("--read-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
               help="seconds a connection has to send a whole request (line, headers, body), from connecting "
                    "or from its first byte; then it is closed")
@@ -1290,7 +1452,7 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
                   snapshot_dir: str | None, policy: str, exploration: str, seed: int, max_titles: int,
                   max_body_bytes: int, read_timeout: float, keep_alive: float, max_connections: int, session_ttl: float, feedback_window: float, snapshot_interval: float,
                   close_interval: float, reward_range: tuple[float, float], explore_share: float, durable: bool,
-                  log_level: str, click_reward: float = 1.0, play_reward: float = 1.0) -> None:
+                  log_level: str, click_reward: float = 1.0, play_reward: float = 1.0, strict: bool = False) -> None:
     """Serve the decision API over HTTP (uvicorn; OpenAPI at /docs and /openapi.json)."""
     import uvicorn
 
@@ -1309,7 +1471,7 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
         raise click.UsageError(str(e)) from e
     cfg = ServeConfig(store=store, host=host, port=port, api_key=api_key, max_body_bytes=max_body_bytes,
                       log_level=log_level, read_timeout=read_timeout, keep_alive=keep_alive,
-                      max_connections=max_connections, engine=eng_cfg)
+                      max_connections=max_connections, strict=strict, engine=eng_cfg)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # One learner per store: a second server would log decisions the first never learns from.
     events_path = events or f"{store}.events.db"

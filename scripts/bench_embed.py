@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: images per second of the whole upload pipeline (with faces) next to the bare model forward.
 
-Writes ``--n`` photo-like 640x360 JPEGs into a temp dir (the photos in assets/photos, each
+Writes ``--n`` photo-like 640x360 JPEGs into a temp dir (the photos in artwork/assets/photos, each
 randomly cropped, flipped, colour-jittered, given film grain and re-encoded at a random
 quality, so every file is different bytes; seeded), then for each model:
 
@@ -70,7 +70,7 @@ from artwork.ingest import Ingestor  # noqa: E402
 from artwork.store import Catalog  # noqa: E402
 from artwork.tagging import load_vocabulary  # noqa: E402
 
-PHOTOS = ROOT / "assets" / "photos"
+PHOTOS = ROOT / "artwork" / "assets" / "photos"
 GOAL_RATIO = 0.80  # the pipeline without the face stage
 GOAL_RATIO_FACES = 0.50  # the pipeline with faces
 VIT_ID = "open_clip/ViT-B-32/random-weights-bench"
@@ -81,7 +81,7 @@ TITLE = "bench-title"
 
 # -- test images ------------------------------------------------------------------------------
 def _synthetic_scene(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    """Fallback when assets/photos is missing: sky/ground gradient with soft shapes."""
+    """Fallback when artwork/assets/photos is missing: sky/ground gradient with soft shapes."""
     w, h = size
     y = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     top, bottom = rng.uniform(40, 220, 3), rng.uniform(20, 160, 3)
@@ -123,7 +123,7 @@ def make_images(folder: Path, n: int, size: tuple[int, int] = (640, 360), seed: 
             buf, "JPEG", quality=int(rng.integers(82, 93)))
         (folder / f"img_{i:05d}.jpg").write_bytes(buf.getvalue())
         nbytes.append(buf.tell())
-    return {"n": n, "width": w, "height": h, "source": "assets/photos, perturbed" if sources else "synthetic scenes",
+    return {"n": n, "width": w, "height": h, "source": "artwork/assets/photos, perturbed" if sources else "synthetic scenes",
             "mean_kib": round(float(np.mean(nbytes)) / 1024, 1)}
 
 

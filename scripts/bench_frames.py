@@ -38,10 +38,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))  # when imported from elsewhere, not run as a script
 
 from artwork import frames as F  # noqa: E402
-from videos import ShotSpec, write_video  # noqa: E402
+from synthetic_video import ShotSpec, write_video  # noqa: E402
 
 VARIANTS = {
     "x264-default": dict(gop=None, scenecut=True, detail="natural"),

@@ -4,7 +4,8 @@ A page is 40 titles x 10 candidate artworks for one user. We time, per decision 
   bare  - ws.predict_one(pre-parsed examples): the public vowpal-wabbit-next call;
   core  - the extension call predict_one wraps (no per-call label checks): VW's own floor;
   ours  - VWPolicy.choose(user, title, candidates): feature text, caches, predict, pmf, sampling;
-  bayes - the serving default (bandit/bayes.py) choose on the same pages, for its cost per page.
+  bayes - the serving default (bandit/bayes.py) choose on the same pages, for its cost per page,
+          title by title and as one `choose_many` call per page (what the HTTP path does).
 Prints a table and writes JSON (default bench-results/bench_policy.json).
 
     python scripts/bench_policy.py [out.json] [--pages 300] [--exploration squarecb]
@@ -29,7 +30,7 @@ import vowpal_wabbit_next as vw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bandit.features import Candidate, UserContext  # noqa: E402
-from bandit.policy import VWConfig, VWPolicy, action_line, shared_line  # noqa: E402
+from bandit.policy import TitleRequest, VWConfig, VWPolicy, action_line, shared_line  # noqa: E402
 from bandit.registry import DEFAULT_POLICY, make_policy  # noqa: E402
 
 N_TITLES = 40
@@ -166,12 +167,24 @@ def run(pages: int, exploration: str, seed: int) -> dict[str, object]:
             default.choose(u, t, catalog[t])
             default_calls.append((clock() - t0) / 1e3)
 
+    requests = [TitleRequest(t, catalog[t]) for t in titles]
+    many_calls: list[float] = []
+
+    def many_page(p: int) -> None:
+        # The HTTP path: one call for the page (Engine.choose -> choose_many), per-user work shared.
+        u = users[p % len(users)]
+        t0 = clock()
+        default.choose_many(u, requests)
+        many_calls.extend([(clock() - t0) / 1e3 / len(titles)] * len(titles))
+
     # Warm both paths (first call parses and caches the candidates), then interleave blocks
     # so drift on a shared machine hits both variants alike.
     time_pages(bare_page, 5)
     time_pages(core_page, 5)
     time_pages(ours_page, 5)
     time_pages(default_page, 5)
+    time_pages(many_page, 5)
+    many_calls.clear()
     default_calls.clear()
     bare_calls.clear()
     core_calls.clear()
@@ -180,6 +193,7 @@ def run(pages: int, exploration: str, seed: int) -> dict[str, object]:
     core_pages: list[np.ndarray] = []
     ours_pages: list[np.ndarray] = []
     default_pages: list[np.ndarray] = []
+    many_pages: list[np.ndarray] = []
     block = 1  # alternate page by page so load spikes from other processes hit all variants alike
     done = 0
     while done < pages:
@@ -188,6 +202,7 @@ def run(pages: int, exploration: str, seed: int) -> dict[str, object]:
         core_pages.append(time_pages(core_page, n))
         ours_pages.append(time_pages(ours_page, n))
         default_pages.append(time_pages(default_page, n))
+        many_pages.append(time_pages(many_page, n))
         done += n
 
     bare = summarise(np.asarray(bare_calls), np.concatenate(bare_pages))
@@ -207,6 +222,8 @@ def run(pages: int, exploration: str, seed: int) -> dict[str, object]:
         "policy_choose": ours,
         "default_policy_choose": {"policy": DEFAULT_POLICY,
                                   **summarise(np.asarray(default_calls), np.concatenate(default_pages))},
+        "default_policy_page": {"policy": DEFAULT_POLICY,
+                                **summarise(np.asarray(many_calls), np.concatenate(many_pages))},
         "overhead_ratio_mean": ours["decision_mean_us"] / bare["decision_mean_us"],
         "overhead_ratio_p50": ours["decision_p50_us"] / bare["decision_p50_us"],
         "overhead_ratio_p99": ours["decision_p99_us"] / bare["decision_p99_us"],
@@ -231,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     d = res["default_policy_choose"]
     assert isinstance(d, dict)
     for name, r in (("bare VW predict_one", b), ("bare VW core call", c), ("Policy.choose", o),
-                    (f"{DEFAULT_POLICY} choose (default)", d)):
+                    (f"{DEFAULT_POLICY} choose (default)", d),
+                    (f"{DEFAULT_POLICY} page in one call", res["default_policy_page"])):
         print(f"{name:<24}{r['decisions_per_s']:>13,.0f}{r['decision_p50_us']:>10.1f}{r['decision_p99_us']:>10.1f}"
               f"{r['page_p50_us']:>13.0f}{r['page_p99_us']:>13.0f}")
     print(f"overhead ratio (ours / bare): mean {res['overhead_ratio_mean']:.2f}x, "

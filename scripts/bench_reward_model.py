@@ -8,7 +8,7 @@ other folds' rows (L-BFGS) and predict every candidate of the held-out rows
 
 - a catalog of 200 titles with 3-8 candidates each; a candidate carries what
   `candidate_from_artwork` writes: its top-5 moods and top-5 genres (vocabularies from
-  `assets/vocab/`), actors for half the titles, face features where it has a face, and a
+  `artwork/assets/vocab/`), actors for half the titles, face features where it has a face, and a
   16-dimensional embedding projection;
 - pages of 6-12 titles for one user (the row on the page in the context), users with 6-14 taste
   keys (15% cold), 4 devices, 8 countries, 24 hours; logged uniformly, clicks from a logistic
@@ -44,7 +44,7 @@ from bandit.decisions import DecisionRecord  # noqa: E402
 from bandit.learning import LogTables, RewardModel, cross_fit_q  # noqa: E402
 
 GOAL_MS_PER_ROW = 0.05
-VOCAB = Path(__file__).resolve().parents[1] / "assets" / "vocab"
+VOCAB = Path(__file__).resolve().parents[1] / "artwork" / "assets" / "vocab"
 DEVICES = ("tv", "mobile", "web", "tablet")
 COUNTRIES = ("US", "GB", "BR", "FR", "DE", "IN", "JP", "MX")
 FACE_KEYS = ("face:one", "face:two", "face:group")

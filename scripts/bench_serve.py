@@ -146,6 +146,15 @@ def _client_proc(url: str, titles: list[str], rate: float, duration: float, warm
     q.put(asyncio.run(_drive(url, titles, rate, duration, warmup)))
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its threads (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", type=Path, help="existing catalog (default: build a throwaway one)")
@@ -191,10 +200,12 @@ def main() -> None:
             raise SystemExit("server did not start: " + (work / "server.log").read_text()[-2000:])
         print(f"server up on {url}; driving {args.rate:g} pages/s + {args.rate:g} feedback/s for "
               f"{args.duration:g}s (+{args.warmup:g}s warm-up) from another process ...", flush=True)
+        cpu0 = _cpu_seconds(proc.pid)
         q: mp.Queue = mp.get_context("spawn").Queue()
         client = mp.get_context("spawn").Process(target=_client_proc, args=(url, titles, args.rate, args.duration, args.warmup, q))
         client.start()
         res = q.get(timeout=args.duration + args.warmup + 120)
+        cpu1 = _cpu_seconds(proc.pid)
         client.join(timeout=30)
         metrics = httpx.get(url + "/metrics", timeout=5).text
     finally:
@@ -216,6 +227,9 @@ def main() -> None:
         "http_choose": choose | {"rps": choose.get("n", 0) / measured_s},
         "http_feedback": feedback | {"rps": feedback.get("n", 0) / measured_s},
         "errors": res["errors"], "sent_pages": res["sent"],
+        # Server CPU per page (its choose + its feedback post): what a page costs whatever the
+        # machine's other load, and so how many pages one core can serve (1000 / this).
+        "server_cpu_ms_per_page": (1e3 * (cpu1 - cpu0) / res["sent"]) if cpu0 is not None and res["sent"] else None,
         "goal": {"p99_ms": 50.0, "met": bool(choose.get("p99_ms", 1e9) < 50.0 and not res["errors"])},
         "machine": {"cpus": os.cpu_count(), "loadavg_after": os.getloadavg()},
         "server_metrics": {ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in metrics.splitlines()
@@ -228,6 +242,9 @@ def main() -> None:
                     ("HTTP feedback", out["http_feedback"])):
         print(f"{name:28}{r.get('rps', 0):8.1f}{r.get('p50_ms', 0):9.2f}{r.get('p95_ms', 0):9.2f}"
               f"{r.get('p99_ms', 0):9.2f}{r.get('max_ms', 0):9.2f}")
+    if out["server_cpu_ms_per_page"] is not None:
+        cpu = out["server_cpu_ms_per_page"]
+        print(f"server CPU per page (choose + feedback): {cpu:.2f} ms, so one core serves at most ~{1e3 / cpu:.0f} pages/s")
     print(f"errors: {res['errors'] or 'none'}; goal p99 < 50 ms at {args.rate:g}/s: {'met' if out['goal']['met'] else 'NOT met'}"
           f"; load average after: {out['machine']['loadavg_after'][0]:.2f} on {os.cpu_count()} cores")
     args.out.parent.mkdir(parents=True, exist_ok=True)

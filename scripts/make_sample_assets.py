@@ -1,4 +1,4 @@
-"""Build assets/samples/ (demo and test titles) from the real photos in assets/photos/.
+"""Build artwork/assets/samples/ (demo and test titles) from the real photos in artwork/assets/photos/.
 
 Designers usually deliver several treatments of the same key art; the variants made here
 (a darker grade, a warm grade, a tighter crop, a poster with a small portrait in a corner)
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "artwork" / "assets"
 PHOTOS = ASSETS / "photos"
 SAMPLES = ASSETS / "samples"
 

@@ -1,6 +1,6 @@
 """Write a short sample video with several shots, for demos of `artwork frames`.
 
-    .venv/bin/python scripts/make_sample_video.py assets/sample_video.mp4 [--width 320 --height 180]
+    .venv/bin/python scripts/make_sample_video.py artwork/assets/samples/night-shift.mp4 [--width 320 --height 180]
 
 About 24 s at 25 fps: seven textured shots in different colours, a black stretch, a
 blurred (out-of-focus) shot, a return to the first shot and an end-credits card, so that
@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))  # when imported from elsewhere, not run as a script
 
-from videos import ShotSpec, write_video  # noqa: E402
+from synthetic_video import ShotSpec, write_video  # noqa: E402
 
 SAMPLE_SHOTS = [
     ShotSpec("opening", 3.0, "orange", seed=11),
@@ -35,7 +35,7 @@ SAMPLE_SHOTS = [
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Write a short multi-shot sample video.")
-    ap.add_argument("path", help="output file, e.g. assets/sample_video.mp4")
+    ap.add_argument("path", help="output file, e.g. artwork/assets/samples/night-shift.mp4")
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=180)
     ap.add_argument("--fps", type=int, default=25)

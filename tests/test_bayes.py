@@ -261,3 +261,35 @@ def test_save_load_keeps_the_personal_statistics(tmp_path):
         z.writestr("weights.npz", weights)
     with pytest.raises(PolicyError, match="format"):
         load_policy(tmp_path / "old.bayes")
+
+
+def test_a_page_in_one_call_is_the_same_as_title_by_title(tmp_path):
+    """`choose_many` shares the user's work across a page; it must not change a single number:
+    the same distributions, choices and generator state as one `choose` per title."""
+    rng = np.random.default_rng(5)
+    titles = {f"t{t}": [Candidate(f"t{t}-a{i}", {"mood:dark": float(rng.random()), "genre:crime": float(rng.random()),
+                                                 f"emb:{i}": 0.3}) for i in range(2 + t % 4)] for t in range(12)}
+    users = [user(f"u{i}", device=("tv", "web")[i % 2], taste={"genre:crime": float(rng.random()),
+                                                                "mood:dark": float(rng.random())}) for i in range(30)]
+    pol = BayesPolicy(seed=3)
+    for i in range(600):  # enough outcomes that every artwork has a personal fit and the guard is open a little
+        u, t = users[i % 30], f"t{i % 12}"
+        d = pol.choose(u, t, titles[t])
+        pol.learn_one(u, t, titles[t], d.chosen, d.probability, float(rng.random() < 0.2 + 0.5 * (u.device == "tv")))
+    assert any(len(v) > 1 for v in pol.arms.values())
+    pol.save(tmp_path / "p.bayes")
+    one_by_one = BayesPolicy.load(tmp_path / "p.bayes")
+    from bandit.policy import TitleRequest
+    requests = [TitleRequest(t, c, pinned=("t3-a1" if t == "t3" else None), disabled=(["t5-a0"] if t == "t5" else []))
+                for t, c in titles.items()]
+    for u in users[:8]:
+        page = pol.choose_many(u, requests, exclude=["t7-a1"])
+        single = [one_by_one.choose(u, r.title_id, r.candidates, ["t7-a1"], pinned=r.pinned, disabled=r.disabled)
+                  for r in requests]
+        assert [(d.chosen, d.probability, d.distribution) for d in page] == \
+            [(d.chosen, d.probability, d.distribution) for d in single]
+    assert page[3].distribution == {c.artwork_id: float(c.artwork_id == "t3-a1") for c in titles["t3"]}
+    assert "t5-a0" not in page[5].distribution and "t7-a1" not in page[7].distribution
+    # A title that cannot be served takes its error's place; the rest of the page is served.
+    bad = pol.choose_many(users[0], [requests[0], TitleRequest("t1", titles["t1"], disabled=[c.artwork_id for c in titles["t1"]])])
+    assert bad[0].title_id == "t0" and isinstance(bad[1], PolicyError)

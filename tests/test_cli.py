@@ -292,3 +292,44 @@ def test_a_command_leaves_richs_default_console_as_it_found_it(store):
     before = rich.get_console().stderr
     assert run("--store", str(store), "titles").exit_code == 0
     assert rich.get_console().stderr == before  # library progress bars (frames, demo) still go to stdout
+
+
+# -- one flag vocabulary ---------------------------------------------------------------------------------
+def test_commands_that_write_a_report_or_bootstrap_share_names_and_defaults():
+    from bandit.cli import N_BOOTSTRAP
+
+    for name in ("demo", "report"):
+        res = run(name, "--help")
+        assert res.exit_code == 0, res.output
+        assert "--out DIRECTORY" in res.stdout and "[default: report]" in res.stdout
+        assert "--report-dir" not in res.stdout  # the old name still works but is not advertised
+    for name in ("replay", "compare", "report"):
+        res = run(name, "--help")
+        assert "--n-bootstrap" in res.stdout and f"[default: {N_BOOTSTRAP}; x>=2]" in res.stdout, name
+    assert N_BOOTSTRAP == 1000
+
+
+def test_report_dir_is_a_deprecated_alias_of_out(served, tmp_path):
+    res = run("--store", str(served), "report", "--report-dir", str(tmp_path / "old"), "--n-bootstrap", "20")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "old" / "index.html").is_file() and not (Path.cwd() / "report" / "index.html").exists()
+    notes = [ln for ln in res.stderr.splitlines() if "deprecated" in ln]
+    assert notes == ["note: --report-dir is deprecated; use --out"]
+    assert f"report: {tmp_path / 'old' / 'index.html'}" in res.stdout
+    res = run("--store", str(served), "report", "--out", str(tmp_path / "new"), "--n-bootstrap", "20")
+    assert res.exit_code == 0 and "deprecated" not in res.stderr, res.output
+    # Both names for two different folders: refused before anything is written, whichever comes first.
+    for args in (["--out", str(tmp_path / "a"), "--report-dir", str(tmp_path / "b")],
+                 ["--report-dir", str(tmp_path / "b"), "--out", str(tmp_path / "a")]):
+        res = run("--store", str(served), "report", *args)
+        assert res.exit_code == 2 and "name two places; give --out only" in res.stderr, res.output
+        assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_demo_takes_out_and_its_old_report_dir(tmp_path):
+    # The conflict is a usage error before the demo builds anything (no catalog is created).
+    res = run("--store", str(tmp_path / "d.db"), "demo", "--report-dir", str(tmp_path / "b"),
+              "--out", str(tmp_path / "a"))
+    assert res.exit_code == 2 and "name two places; give --out only" in res.stderr, res.output
+    assert "note: --report-dir is deprecated; use --out" in res.stderr
+    assert not (tmp_path / "d.db").exists()

@@ -40,7 +40,7 @@ def demo_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bandit.demo, "run_demo", spy)  # the CLI imports it at call time
         res = CliRunner().invoke(cli, ["--store", str(store), "demo", "--visits", "120",
-                                       "--report-dir", str(report_dir), "--quiet"])
+                                       "--out", str(report_dir), "--quiet"])
     assert res.exit_code == 0, res.output
     assert len(results) == 1
     return res.output, store, report_dir / "index.html", results[0]

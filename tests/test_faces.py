@@ -1,8 +1,8 @@
 """Faces on real photographs: detection, descriptors, the cast gallery, storage and policy features.
 
-Two real identities, both public-domain photos (assets/LICENSES.md): Grace Hopper (matplotlib's
+Two real identities, both public-domain photos (artwork/assets/LICENSES.md): Grace Hopper (matplotlib's
 sample image, a US Navy photo) and Eileen Collins (scikit-image's astronaut, a NASA photo, kept in
-assets/photos/). Variants of one photo (crops, flips, scales, colour grades, JPEG recompression)
+artwork/assets/photos/). Variants of one photo (crops, flips, scales, colour grades, JPEG recompression)
 and posters that put faces side by side stand in for photos the gallery was not given.
 """
 
@@ -31,7 +31,7 @@ from bandit.features import FACE_FEATURES, MAX_TASTE_KEY_CHARS, candidate_from_a
 from bandit.report import report_data_from, write_report
 from conftest import encode
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "artwork" / "assets"
 GRACE = "Grace Hopper"
 EILEEN = "Eileen Collins"
 

@@ -18,7 +18,7 @@ from conftest import encode, scene
 from servekit import LiveServer
 from test_api_contract import Contract
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "artwork" / "assets"
 GRACE, EILEEN = "Grace Hopper", "Eileen Collins"
 
 

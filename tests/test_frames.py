@@ -279,7 +279,7 @@ def test_bad_input_raises_frames_error(bad_files, case):
 
 # --- faces: frames with the cast's faces are preferred, one frame per shot ----------------------
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "artwork" / "assets"
 HOPPER = "Grace Hopper"
 FACE_SHOTS = {"hopper", "stranger"}
 

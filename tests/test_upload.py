@@ -266,7 +266,7 @@ def test_the_sample_catalog_has_no_near_duplicates_within_a_title():
     from pathlib import Path
 
     from artwork.images import fingerprint
-    samples = Path(__file__).resolve().parents[1] / "assets" / "samples"
+    samples = Path(__file__).resolve().parents[1] / "artwork" / "assets" / "samples"
     for folder in (p for p in samples.iterdir() if p.is_dir() and p.name != "cast"):
         fps = {f.name: fingerprint(Image.open(f).convert("RGB")) for f in sorted(folder.iterdir())}
         near = [(a, b) for a in fps for b in fps if a < b and fps[a].near(fps[b])]
