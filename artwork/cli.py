@@ -479,18 +479,58 @@ def show(ctx: click.Context, title_id: str, as_json: bool) -> None:
 @cli.command()
 @encoder_options
 @click.option("--quiet", is_flag=True)
+@click.option("--ray", "use_ray", is_flag=True,
+              help="embed and tag in Ray Data workers (each loads the encoder once); this process alone writes the "
+                   "catalog (needs ray[data])")
+@click.option("--address", default=None, metavar="HOST:PORT",
+              help="Ray cluster for --ray [default: $RAY_ADDRESS, else a local Ray instance on this machine]")
+@click.option("--workers", default=None, type=click.IntRange(1, None),
+              help="encoder processes for --ray [default: one per CPU of the cluster]")
 @click.pass_context
 @user_errors
-def reembed(ctx: click.Context, quiet: bool, **enc: Any) -> None:
+def reembed(ctx: click.Context, quiet: bool, use_ray: bool, address: str | None, workers: int | None,
+            **enc: Any) -> None:
     """Re-embed and re-tag the whole catalog with another encoder (one atomic switch)."""
     if enc["model"] is None and enc["checkpoint"] is None:
         raise click.UsageError("say which encoder to switch to with --model (and --pretrained or --checkpoint)")
+    if (address is not None or workers is not None) and not use_ray:
+        raise click.UsageError("--address and --workers are for --ray; add --ray")
     from artwork.ingest import Ingestor
 
     with open_catalog(ctx, create=False) as catalog:
         encoder = resolve_encoder(None, fallback=False, **enc)
         old = catalog.encoder_id
-        n = Ingestor(catalog, encoder, reembed=True).reembed_catalog(progress=not quiet)
+        if use_ray:
+            import contextlib
+
+            from artwork.ingest import encoder_factory
+            from artwork.progress import progress_bar
+            from bandit.distributed import RayError, connect, reembed_catalog_on_ray
+
+            # Ray prints raylet notices to stdout: stderr while it runs, so stdout holds the result alone.
+            with contextlib.redirect_stdout(sys.stderr):
+                try:
+                    started = connect(address)
+                except RayError as exc:
+                    raise click.ClickException(str(exc)) from None
+                try:
+                    with progress_bar(len(catalog.all_image_hashes()), "re-embed on ray",
+                                      enabled=not quiet) as advance:
+                        shown = [0]
+
+                        def progress(step: str, done: float, total: float) -> None:
+                            advance(done - shown[0])
+                            shown[0] = done
+
+                        n = reembed_catalog_on_ray(catalog, encoder_factory(encoder, **enc), encoder.encoder_id,
+                                                   workers=workers, progress=progress)
+                finally:
+                    if started:
+                        import ray
+
+                        ray.shutdown()
+        else:
+            n = Ingestor(catalog, encoder, reembed=True).reembed_catalog(progress=not quiet)
     out.print(Text(f"re-embedded {n} images: {old} -> {encoder.encoder_id}"))
 
 

@@ -554,3 +554,27 @@ def _manifest_row(folder: Path, line: int, row: dict[str, str], limits: ImageLim
 def _chunks(seq: Sequence, n: int) -> Iterator[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def encoder_factory(encoder: Encoder, model: str | None = None, pretrained: str | None = None,
+                    checkpoint: str | None = None, cache_dir: str | None = None, device: str | None = None,
+                    download: bool = False) -> Callable[[], Encoder]:
+    """A picklable zero-argument callable that loads `encoder` again in another process (a Ray worker):
+    the tiny encoder by its seed, any other by the options it was loaded with (weights from the
+    cache or checkpoint the driver used; never downloaded again). The model itself never travels."""
+    import functools
+
+    from artwork.encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED, build_tiny, load_encoder
+
+    if encoder.is_tiny:
+        seed = int(encoder.encoder_id.rsplit("seed", 1)[1])
+        return functools.partial(build_tiny, seed=seed, device=device)
+    # Absolute paths: a worker process need not share this one's working directory.
+    return functools.partial(load_encoder, model=model or DEFAULT_MODEL, pretrained=pretrained or DEFAULT_PRETRAINED,
+                             checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
+                             cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None, device=device,
+                             download=False)

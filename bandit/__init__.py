@@ -43,6 +43,8 @@ _EXPORTS = {
     "select_rows": "bandit.offline",
     "evaluate_log": "bandit.offline",
     "compare_log": "bandit.offline",
+    "compare_online": "bandit.offline",
+    "SplitPolicy": "bandit.split",
     "OPEInputs": "bandit.replay",
     "Estimate": "bandit.replay",
     "build_inputs": "bandit.replay",

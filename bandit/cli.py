@@ -182,54 +182,18 @@ def _warn(warnings: list[str], message: str) -> None:
     console.print(f"[bold red]WARNING[/bold red] {message}", highlight=False)
 
 
-TRAINED_ON = "trained_on.json"
-TRAINED_IDS = "trained_on_ids.u64"
-
-
 def _id_hashes(event_ids: list[str]) -> np.ndarray:
-    """64-bit hashes of event ids: a compact, exact-enough record of which rows a policy learned."""
-    import hashlib
+    from bandit.lineage import id_hashes
 
-    return np.array(sorted(int.from_bytes(hashlib.blake2b(e.encode(), digest_size=8).digest(), "little")
-                           for e in event_ids), dtype="<u8")
-
-
-def _record_training(path: str, log: str, learned: list) -> None:
-    """Add which log rows the policy learned to its saved zip (members the loaders ignore)."""
-    import json
-    import os
-    import shutil
-    import tempfile
-    import zipfile
-
-    meta = {"log": Path(log).name, "rows": len(learned), "time_min": min(r.time for r in learned),
-            "time_max": max(r.time for r in learned), "event_ids": f"blake2b-8 of each event id, sorted, in "
-                                                                  f"{TRAINED_IDS}"}
-    fd, tmp = tempfile.mkstemp(dir=str(Path(path).parent), prefix=f".{Path(path).name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(path, tmp)
-        with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as z:
-            z.writestr(TRAINED_ON, json.dumps(meta, sort_keys=True))
-            z.writestr(TRAINED_IDS, _id_hashes([r.event_id for r in learned]).tobytes())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return id_hashes(event_ids)
 
 
 def _trained_rows(path: str) -> tuple[dict, np.ndarray] | None:
-    """What `train` recorded about a saved policy's training rows, or None (not recorded)."""
-    import json
-    import zipfile
+    """What `train` recorded about a saved policy's training rows (bandit.lineage, which the engine
+    reads too when the file is deployed), or None."""
+    from bandit.lineage import trained_rows
 
-    try:
-        with zipfile.ZipFile(path) as z:
-            meta = json.loads(z.read(TRAINED_ON))
-            ids = np.frombuffer(z.read(TRAINED_IDS), dtype="<u8")
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
-    return meta, ids
+    return trained_rows(path)
 
 
 def _policies(specs: tuple[str, ...], records: list, evaluated: list, warnings: list[str]) -> dict[str, Any]:
@@ -338,33 +302,62 @@ def _by_option(fn: Any) -> Any:
 
 
 @cli.command()
-@click.argument("log", type=click.Path(exists=True, dir_okay=False))
+@click.argument("log", type=click.Path(exists=True))
 @click.option("--policy", "policies", multiple=True,
               help="policy to evaluate: uniform | fixed | thompson | PATH of a saved policy (repeatable)")
 @click.option("--obd-inputs", type=click.Path(exists=True, dir_okay=False), default=None,
               help="LOG is an Open Bandit Dataset CSV: .npz with the target action_dist and q_hat")
 @_by_option
 @_output_options
+@click.option("--ray", "use_ray", is_flag=True,
+              help="compute on Ray Data, batch by batch in worker processes (a log bigger than memory): replay, "
+                   "IPS and SNIPS, Poisson-bootstrap intervals (needs ray[data])")
+@click.option("--address", default=None, metavar="HOST:PORT",
+              help="Ray cluster for --ray [default: $RAY_ADDRESS, else a local Ray instance on this machine]")
 @user_errors
 def replay(log: str, policies: tuple[str, ...], obd_inputs: str | None, by: tuple[str, ...], clusters: int,
            on: str | None, as_json: bool, as_csv: bool, plot_path: str | None, quiet: bool, n_bootstrap: int,
-           level: float, seed: int) -> None:
+           level: float, seed: int, use_ray: bool, address: str | None) -> None:
     """Estimate policies' click rates offline from a decision log (Parquet) with intervals.
 
-    Results go to stdout (a table, or --json / --csv), progress and warnings to stderr; a plot is
-    written only with --plot.
+    LOG is one Parquet file or a folder of them (every *.parquet below it, by name). Results go to
+    stdout (a table, or --json / --csv), progress and warnings to stderr; a plot is written only with
+    --plot. With --ray the rows are read and evaluated by Ray Data workers and only sums come back.
     """
     from bandit.offline import log_arrays, policy_inputs, segment_labels, segments, select_rows
     from bandit.replay import build_inputs, evaluate_policy, format_table, plot_estimates, read_logged_csv
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
+    if address is not None and not use_ray:
+        raise click.UsageError("--address names the Ray cluster for --ray; add --ray")
+    if use_ray and obd_inputs:
+        raise click.UsageError("--ray reads decision logs in Parquet; an Open Bandit Dataset CSV runs without it")
+    if Path(log).is_dir() and obd_inputs:
+        raise click.UsageError(f"{log} is a folder; --obd-inputs goes with one Open Bandit Dataset CSV file")
     warnings: list[str] = []
     rows: list[dict] = []
     doc: dict[str, Any] = {"log": log, "level": level, "n_bootstrap": n_bootstrap, "seed": seed}
     results: dict[str, list] = {}
     with _stderr_progress(not quiet) as progress:
-        if obd_inputs:
+        if use_ray:
+            from bandit.distributed import RayError, run_replay
+
+            if not policies:
+                raise click.UsageError("name at least one --policy to evaluate")
+            for spec in policies:
+                if spec not in ("uniform", "fixed", "thompson") and not Path(spec).is_file():
+                    raise click.BadParameter(f"{spec!r} is neither uniform, fixed, thompson nor a saved policy file",
+                                             param_hint="--policy")
+            try:
+                results, segs, extra, header = run_replay(
+                    log, policies, on=on, by=by, n_bootstrap=n_bootstrap, level=level, seed=seed, address=address,
+                    progress=progress, warn=lambda m: _warn(warnings, m),
+                    note=lambda m: console.print(m, markup=False, highlight=False))
+            except RayError as exc:
+                raise click.ClickException(str(exc)) from None
+            doc.update(extra)
+        elif obd_inputs:
             if by or on:
                 raise click.UsageError("--by and --on need a decision log; an OBD CSV has no logged context")
             cols = read_logged_csv(log)
@@ -383,7 +376,12 @@ def replay(log: str, policies: tuple[str, ...], obd_inputs: str | None, by: tupl
         else:
             if not policies:
                 raise click.UsageError("name at least one --policy to evaluate")
-            records = _read_log(log)
+            if Path(log).is_dir():  # a folder of logs: the files --ray reads, in name order
+                from bandit.distributed import log_files
+
+                records = [r for f in log_files(log).files for r in _read_log(f)]
+            else:
+                records = _read_log(log)
             sl = select_rows(records, on)
             named = _policies(policies, records, sl.records, warnings)
             arrays_ = log_arrays(sl.records, progress=progress)
@@ -488,6 +486,95 @@ def compare(policy_a: str, policy_b: str, log: str, by: tuple[str, ...], cluster
     out.print(format_comparisons(result, level), markup=False, highlight=False)
 
 
+def _newest_split(store: str) -> Path | None:
+    """The newest live A/B split snapshot of the store's default event log and snapshot folder, if any."""
+    events_path = Path(f"{store}.events.db")
+    if not events_path.is_file():
+        return None
+    from bandit.events import EventLog
+    from bandit.lineage import snapshot_infos
+
+    log = EventLog(events_path)
+    try:
+        infos = snapshot_infos(log, f"{store}.snapshots")
+    finally:
+        log.close()
+    return next((i.path for i in infos if i.state == "live" and i.path.suffix == ".split"), None)
+
+
+@cli.command("compare-online")
+@click.option("--log", "log", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="decision log (Parquet, from `artwork export-log`) of a server run with --ab")
+@click.option("--split", "split_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="the A/B split's saved policy (a .split snapshot), whose arms are valued offline on the log's "
+                   "exploration slice [default: the newest split snapshot of --store, if any]")
+@_by_option
+@click.option("--min-segment-rows", default=30, show_default=True, type=click.IntRange(2, None),
+              help="segments with fewer rows are left out")
+@click.option("--json", "as_json", is_flag=True, help="results as one JSON document on stdout")
+@click.option("--csv", "as_csv", is_flag=True, help="results as CSV rows on stdout")
+@click.option("--quiet", is_flag=True, help="no progress bars on stderr")
+@click.option("--n-bootstrap", default=N_BOOTSTRAP, show_default=True, type=click.IntRange(2, None),
+              help=N_BOOTSTRAP_HELP)
+@click.option("--level", default=0.95, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True), help="confidence level of the intervals")
+@click.option("--seed", default=0, show_default=True)
+@click.pass_context
+@user_errors
+def compare_online(ctx: click.Context, log: str, split_path: str | None, by: tuple[str, ...], clusters: int,
+                   min_segment_rows: int, as_json: bool, as_csv: bool, quiet: bool, n_bootstrap: int, level: float,
+                   seed: int) -> None:
+    """The online difference B - A of an A/B test (`serve --ab`), per arm and per segment.
+
+    Each arm's click rate is over the decisions it served (logged "A:..." / "B:...") with a reward;
+    the interval on B - A resamples users, the unit the split randomised. Beside it, the offline
+    estimate of the same difference (doubly robust, paired bootstrap) on the log's uniform
+    exploration slice, when the log has one and the split's policy file is known.
+    """
+    from bandit.offline import compare_online as run_compare, format_online, online_rows
+    from bandit.registry import load_policy
+    from bandit.split import SplitPolicy
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    warnings: list[str] = []
+    records = _read_log(log, "compare-online")
+    policies = None
+    split_file = Path(split_path) if split_path else _newest_split(ctx.obj["store"])
+    if split_file is not None:
+        split = load_policy(split_file)
+        if not isinstance(split, SplitPolicy):
+            raise click.BadParameter(f"{split_file} holds a {split.kind} policy, not an A/B split", param_hint="--split")
+        policies = (split.a, split.b)
+    explore = sum(r.policy == "uniform" and r.reward is not None for r in records)
+    if policies is None:
+        note = "no split policy file (--split) to value offline: online difference only"
+    elif explore < 4:
+        note = (f"the log has {explore} rewarded exploration rows: no offline estimate (serve with --explore-share "
+                "to log a slice)")
+        policies = None
+    else:
+        note = (f"offline: B - A by dr on the {explore:,}-row exploration slice, the arms as {split_file} holds them "
+                "(their state then, not their average over the test)")
+    with _stderr_progress(not quiet and not (as_json or as_csv)) as progress:
+        result = run_compare(records, by=by, clusters=clusters, n_bootstrap=n_bootstrap, level=level, seed=seed,
+                             min_segment_rows=min_segment_rows, policies=policies, progress=progress)
+    rows = online_rows(result)
+    overall = result[0]
+    if as_json or as_csv:
+        doc = {"log": log, "log_rows": len(records), "level": level, "n_bootstrap": n_bootstrap, "seed": seed,
+               "by": list(by), "arms": {"A": overall.a.policies, "B": overall.b.policies},
+               "split": str(split_file) if split_file else None, "offline_note": note, "results": rows,
+               "warnings": warnings}
+        _emit(rows, doc if as_json else None, as_csv)
+        return
+    out.print(f"{log}: {len(records):,} decisions; A = {', '.join(overall.a.policies)} ({overall.a.users:,} users), "
+              f"B = {', '.join(overall.b.policies)} ({overall.b.users:,} users)", markup=False, highlight=False)
+    out.print(f"online: each arm's click rate over its own decisions with a reward; B - A with a {level:.0%} "
+              f"bootstrap interval resampling users ({n_bootstrap} resamples)\n{note}", markup=False, highlight=False)
+    out.print(format_online(result), markup=False, highlight=False)
+
+
 @cli.command()
 @click.argument("source", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", default="report", show_default=True, type=click.Path(file_okay=False),
@@ -583,19 +670,24 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
 @cli.command()
 @click.argument("log", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out_path", type=click.Path(dir_okay=False))
+@click.option("--policy", "kind", default="vw", show_default=True, type=click.Choice(["vw", "bayes"]),
+              help="the kind to train (the file records which rows it learned, so `serve --policy OUT` does not "
+                   "learn them again)")
 @click.option("--exploration", default="squarecb", show_default=True,
-              type=click.Choice(EXPLORATIONS))
+              type=click.Choice(EXPLORATIONS), help="VW exploration (only with --policy vw)")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--holdout", is_flag=True,
               help="learn only the first 80% of the log by time, leaving the rows `--on holdout` evaluates on")
 @user_errors
-def train(log: str, out_path: str, exploration: str, seed: int, holdout: bool) -> None:
-    """Warm-start a VW policy from a decision log (Parquet) and save it (for replay or serving).
+def train(log: str, out_path: str, kind: str, exploration: str, seed: int, holdout: bool) -> None:
+    """Warm-start a policy (VW, or bayes) from a decision log (Parquet) and save it (for replay,
+    compare or `serve --policy OUT`).
 
     OUT_PATH's folder must exist: a mistyped folder is an error, not a new directory tree.
     """
     from bandit.decisions import read_parquet
-    from bandit.policy import VWConfig, VWPolicy
+    from bandit.lineage import record_training
+    from bandit.registry import make_policy
 
     folder = Path(out_path).parent
     if not folder.is_dir():  # checked before learning: a typo should not cost the training run
@@ -610,7 +702,7 @@ def train(log: str, out_path: str, exploration: str, seed: int, holdout: bool) -
 
         held = {r.event_id for r in select_rows(records, "holdout").records}
         records = [r for r in records if r.event_id not in held]
-    policy = VWPolicy(VWConfig(exploration=exploration, seed=seed))
+    policy = make_policy(kind, seed=seed, **({"exploration": exploration} if kind == "vw" else {}))
     n = policy.learn_many(records)
     if policy.skipped:
         eid, why = policy.skipped[0]
@@ -621,8 +713,155 @@ def train(log: str, out_path: str, exploration: str, seed: int, holdout: bool) -
     policy.save(out_path)
     # Which rows it learned, so that replay and compare can warn when it is graded on them.
     skipped = {eid for eid, _ in policy.skipped}
-    _record_training(out_path, log, [r for r in records if r.reward is not None and r.event_id not in skipped])
+    record_training(out_path, log, [r for r in records if r.reward is not None and r.event_id not in skipped])
     out.print(f"learned {n} of {len(records)} decisions -> {out_path} (policy version {policy.version})")
+
+
+# -- the served policy's snapshots: list, promote, roll back ------------------------------------------
+
+
+@cli.group("policy")
+def policy_group() -> None:
+    """The served policy's snapshots: list them, promote a trained file, roll back a deployment.
+
+    promote and rollback change what the next `artwork serve` starts from, so they are refused while
+    a server holds the store (README "Deploying a policy").
+    """
+
+
+def _snapshot_options(fn: Any) -> Any:
+    fn = click.option("--snapshot-dir", default=None, help="policy snapshots [default: STORE.snapshots/]")(fn)
+    return click.option("--events", default=None, metavar="PATH|URL",
+                         help="the server's event log [default: STORE.events.db]")(fn)
+
+
+@contextmanager
+def _snapshot_store(ctx: click.Context, events: str | None, snapshot_dir: str | None, action: str | None) -> Iterator[Any]:
+    """(event log, snapshot folder) of --store; with `action`, under the store's serve lock."""
+    import os
+
+    from bandit.events import EventLogError, is_event_log_url, open_event_log
+
+    store = ctx.obj["store"]
+    spec = events or f"{store}.events.db"
+    folder = Path(snapshot_dir or f"{store}.snapshots")
+    if not is_event_log_url(spec) and not Path(spec).is_file():
+        # Only promote may start a log (a file trained elsewhere, deployed on a new store's first start).
+        if action != "promote" or not Path(store).is_file():
+            raise click.ClickException(f"no event log at {spec}: nothing has been served from {store} (give "
+                                       "--store, or --events for a log elsewhere)")
+    lock_fd = None
+    if action is not None:
+        from bandit.storelock import StoreLocked, lock_store
+
+        try:
+            lock_fd = lock_store(spec)
+        except StoreLocked as e:
+            raise click.ClickException(f"store {store} is {e}: stop the server before `policy {action}` (it changes "
+                                       "what the next serve starts from, and a running server would snapshot over "
+                                       "it)") from None
+        except (OSError, ValueError) as e:
+            raise click.ClickException(f"cannot lock {spec}: {e}") from None
+    try:
+        log = open_event_log(spec)
+    except (EventLogError, OSError, ValueError) as e:
+        if lock_fd is not None:
+            os.close(lock_fd)
+        raise click.ClickException(f"cannot open the event log {spec}: {e}") from None
+    try:
+        yield log, folder
+    finally:
+        log.close()
+        if lock_fd is not None:
+            os.close(lock_fd)
+
+
+def _when(t: Any) -> str:
+    import datetime
+
+    if not isinstance(t, (int, float)):
+        return "-"
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@policy_group.command("list")
+@_snapshot_options
+@click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")
+@click.option("--all", "show_all", is_flag=True, help="also the snapshots whose files were pruned")
+@click.pass_context
+@user_errors
+def policy_list(ctx: click.Context, events: str | None, snapshot_dir: str | None, as_json: bool,
+                show_all: bool) -> None:
+    """The snapshots kept (live, and set aside by a rollback), newest first: name, kind, version,
+    learned_seq, created, state, source; `*` marks the current one (the newest live snapshot: what
+    the next serve start restores)."""
+    import json
+
+    from bandit.lineage import snapshot_infos
+
+    with _snapshot_store(ctx, events, snapshot_dir, None) as (log, folder):
+        infos = snapshot_infos(log, folder)
+    pruned = sum(i.state == "missing" for i in infos)
+    if not show_all:
+        infos = [i for i in infos if i.state != "missing"]
+    current = next((i.name for i in infos if i.state == "live"), None)
+    rows = [{"current": i.name == current, "name": i.name, "kind": i.lineage.get("kind"),
+             "policy": i.lineage.get("policy"), "version": i.version, "learned_seq": i.learned_seq,
+             "created": i.lineage.get("created"), "source": i.lineage.get("source"), "state": i.state,
+             "deployment": i.deployment, "parent": i.lineage.get("parent")} for i in infos]
+    if as_json:
+        click.echo(json.dumps({"snapshot_dir": str(folder), "current": current, "pruned": pruned,
+                               "snapshots": rows}, indent=1))
+        return
+    if pruned and not show_all:
+        console.print(f"({pruned} older snapshot(s) pruned; --all lists them)", markup=False, highlight=False)
+    if not rows:
+        out.print(f"{folder}: no snapshot recorded yet", markup=False, highlight=False)
+        return
+    head = ("", "snapshot", "kind", "version", "learned_seq", "created", "state", "deployment", "source")
+    lines = [("*" if r["current"] else "", r["name"], str(r["kind"] or "?"), str(r["version"]), str(r["learned_seq"]),
+              _when(r["created"]), r["state"], r["deployment"], str(r["source"])) for r in rows]
+    widths = [max(len(x[k]) for x in [head, *lines]) for k in range(len(head) - 1)]
+    for x in [head, *lines]:
+        out.print("  ".join([*(c.ljust(w) for c, w in zip(x, widths)), x[-1]]).rstrip(), markup=False,
+                  highlight=False, soft_wrap=True)
+
+
+@policy_group.command("promote")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_snapshot_options
+@click.pass_context
+@user_errors
+def policy_promote(ctx: click.Context, file: str, events: str | None, snapshot_dir: str | None) -> None:
+    """Record the saved policy FILE as the newest snapshot: the next serve start restores it and
+    learns every finalized event of the log, less the rows FILE's training recorded."""
+    from bandit.lineage import promote
+
+    with _snapshot_store(ctx, events, snapshot_dir, "promote") as (log, folder):
+        lin = promote(log, folder, file)
+    out.print(f"promoted {file} -> {folder / lin['snapshot']} ({lin['kind']}, version {lin['version']}"
+              + (f", {lin['trained_rows']:,} rows learned offline" if lin["trained_rows"] else "")
+              + "); the next `artwork serve` restores it", markup=False, highlight=False, soft_wrap=True)
+
+
+@policy_group.command("rollback")
+@click.option("--to", "to", default=None, metavar="SNAPSHOT",
+              help="go back to this live snapshot (see `artwork policy list`) [default: the newest snapshot of the "
+                   "previous deployment]")
+@_snapshot_options
+@click.pass_context
+@user_errors
+def policy_rollback(ctx: click.Context, to: str | None, events: str | None, snapshot_dir: str | None) -> None:
+    """Undo the current deployment: its snapshots are set aside (moved to SNAPSHOT_DIR/set-aside/,
+    not deleted) and the previous deployment's newest snapshot is current again; the next serve
+    start restores it and learns the events since it was written."""
+    from bandit.lineage import rollback
+
+    with _snapshot_store(ctx, events, snapshot_dir, "rollback") as (log, folder):
+        lin, aside = rollback(log, folder, to=to)
+    out.print(f"rolled back to {lin['parent']} ({lin.get('kind', '?')}, version {lin.get('version')}, learned_seq "
+              f"{lin.get('learned_seq')}) as {lin['snapshot']}; set aside: {', '.join(aside) or 'nothing'}; the next "
+              f"`artwork serve` restores it", markup=False, highlight=False, soft_wrap=True)
 
 
 @cli.command("export-log")

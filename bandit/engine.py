@@ -10,12 +10,15 @@ transaction that records it, and the policy learns events strictly in learn_seq 
 around "commit + learn"), through one function (`_learn`) fed by the rows the transaction wrote
 or, at restart, by `EventLog.finalized_after`. A snapshot records the last learn_seq it includes,
 so a restart = load snapshot + replay learn_seq > that, which rebuilds exactly the policy that was
-running (VW learning is deterministic).
+running (VW learning is deterministic). An explicit deployment (a file trained offline, another
+policy kind, an A/B split) catches up the same way, from learn_seq 0 through the same `_learn`,
+skipping the rows its file's training recorded (`bandit.lineage.TrainedRows`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -25,7 +28,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,7 +44,10 @@ from bandit.features import (MAX_EXCLUDE, MAX_ID_CHARS, MAX_TASTE_KEYS, Candidat
                              InputWarning, UserContext, candidates_from_artworks, taste_from_history,
                              taste_vocabulary, text_problem, unknown_inputs)
 from bandit.policy import BasePolicy, NoCandidatesError, PolicyError, TitleRequest
+from bandit.lineage import (TrainedRows, file_sha256, keep_names, prune, snapshot_infos, snapshot_name,
+                            write_sidecar)
 from bandit.registry import DEFAULT_POLICY, POLICIES, load_policy, make_policy
+from bandit.split import SplitPolicy
 
 __all__ = [
     "EngineConfig",
@@ -85,7 +91,15 @@ class EngineConfig:
     # postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE URL (bandit.events.open_event_log).
     events: str | None = None
     snapshot_dir: str | None = None  # default: "<store>.snapshots/"
-    policy: str = DEFAULT_POLICY  # a name in bandit.registry.POLICIES (a snapshot, when present, wins)
+    policy: str = DEFAULT_POLICY  # a name in bandit.registry.POLICIES: what starts when there is nothing to restore
+    # An explicit deployment (`serve --policy`): a registered name or a saved policy file. A file, or a
+    # name other than the newest snapshot's kind, starts from that policy and learns the whole log
+    # (less the rows its training recorded); the same name as the snapshot's restores the snapshot.
+    deploy: str | None = None
+    # An online A/B test (`serve --ab`): arm B's policy (a name or a saved file) on `ab_share` of the
+    # users, arm A being what would be served otherwise (bandit.split).
+    ab: str | None = None
+    ab_share: float = 0.5
     exploration: str = "squarecb"  # VW exploration (see bandit.policy.EXPLORATIONS)
     seed: int = 0
     max_titles: int = 200  # titles per choose request
@@ -117,6 +131,8 @@ class EngineConfig:
                 raise ValueError(f"{name} must be > 0")
         if not 0.0 <= self.explore_share <= 1.0:
             raise ValueError("explore_share must be in [0, 1]")
+        if not 0.0 < self.ab_share < 1.0:
+            raise ValueError(f"ab_share (the share of users on arm B) must be in (0, 1), got {self.ab_share!r}")
         if self.max_titles < 1 or self.max_batch < 1:
             raise ValueError("max_titles and max_batch must be >= 1")
         for name in ("click_reward", "play_reward"):
@@ -213,9 +229,74 @@ def _content_type(data: bytes) -> str:
     return "application/octet-stream"
 
 
-def _new_policy(cfg: EngineConfig) -> BasePolicy:
-    options = {"exploration": cfg.exploration} if cfg.policy == "vw" else {}
-    return make_policy(cfg.policy, seed=cfg.seed, **options)
+def _new_policy(cfg: EngineConfig, kind: str | None = None, seed: int | None = None) -> BasePolicy:
+    kind = kind or cfg.policy
+    options = {"exploration": cfg.exploration} if kind == "vw" else {}
+    return make_policy(kind, seed=cfg.seed if seed is None else seed, **options)
+
+
+@dataclass
+class _Deployment:
+    """A policy an operator named (serve --policy / --ab): a registered name, or a saved file that
+    is read (and checked) when the engine is built, so a bad file fails before anything opens."""
+
+    spec: str
+    kind: str
+    policy: BasePolicy | None = None  # the loaded file; None for a name (built when used)
+    file: str | None = None
+    sha256: str | None = None
+    trained: TrainedRows | None = None
+
+    @classmethod
+    def prepare(cls, spec: str, what: str) -> _Deployment:
+        if spec in POLICY_KINDS:
+            return cls(spec, spec)
+        path = Path(spec)
+        if not path.is_file():
+            raise PolicyError(f"{what} {spec!r}: neither a policy name ({', '.join(POLICY_KINDS)}) nor an existing "
+                              "saved policy file")
+        try:
+            pol = load_policy(path)
+        except (PolicyError, OSError) as e:
+            raise PolicyError(f"{what} {spec}: not a saved policy file (.vwz, .bayes, .json, .split): {e}") from None
+        return cls(spec, pol.kind, pol, str(path.resolve()), file_sha256(path), TrainedRows.from_file(path))
+
+    def build(self, cfg: EngineConfig, seed: int) -> BasePolicy:
+        return self.policy if self.policy is not None else _new_policy(cfg, self.kind, seed)
+
+    @property
+    def source(self) -> str:
+        return (f"deployed from {self.file} sha256={self.sha256}" if self.file
+                else f"deployed: a new {self.kind} policy")
+
+    def identity(self) -> dict[str, Any]:
+        """What a snapshot's lineage keeps to recognise this deployment at the next start."""
+        return {"id": None, "source": self.source, "kind": self.kind, "file": self.file, "sha256": self.sha256,
+                "trained_rows": self.trained.rows if self.trained else None}
+
+    def matches(self, policy: BasePolicy, deployment: Mapping[str, Any] | None) -> bool:
+        """Is `policy` (restored, with the deployment its lineage records) what this names? A file
+        by its sha256; a name by the policy's kind."""
+        if self.file is not None:
+            return (deployment or {}).get("sha256") == self.sha256
+        return policy.kind == self.kind
+
+
+def _replay_progress(rows: Iterable[DecisionRow], total: int, what: str, every_s: float = 5.0) -> Iterator[DecisionRow]:
+    """`rows` unchanged, with a progress line in the log every `every_s` seconds: a deployment
+    replays the whole log, which can take minutes before the server answers."""
+    start = last = time.monotonic()
+    done = 0
+    for row in rows:
+        yield row
+        done += 1
+        now = time.monotonic()
+        if now - last >= every_s:
+            last = now
+            log.warning("%s: %d of %d learn events replayed (%.0f%%, %.0f s)", what, done, total,
+                        100.0 * done / max(total, 1), now - start)
+    if last != start:
+        log.warning("%s: done, %d learn events in %.0f s", what, done, time.monotonic() - start)
 
 
 class Engine:
@@ -234,6 +315,14 @@ class Engine:
     ) -> None:
         self.config = config or EngineConfig()
         self.clock = clock
+        # Named policy files are read first: a bad one is an error before any store is opened.
+        self._deploy = _Deployment.prepare(self.config.deploy, "policy") if self.config.deploy else None
+        self._ab = _Deployment.prepare(self.config.ab, "A/B arm B") if self.config.ab else None
+        if self._ab is not None and self._ab.kind == SplitPolicy.kind:
+            raise PolicyError(f"A/B arm B {self.config.ab}: holds an A/B split itself; give one policy")
+        if self._ab is not None and self._deploy is not None and self._deploy.kind == SplitPolicy.kind:
+            raise PolicyError(f"policy {self.config.deploy}: holds an A/B split; arm A of a new A/B test must be "
+                              "one policy")
         self._own_catalog = not isinstance(catalog, Catalog)
         self.catalog = Catalog(catalog) if not isinstance(catalog, Catalog) else catalog
         store = self.catalog.path
@@ -265,6 +354,12 @@ class Engine:
         self._explore_rng = random.Random(self.config.seed + 2)
         self.learned_seq = 0
         self._snap_seq: int | None = None
+        self._snap_name: str | None = None  # the snapshot served from (restored or last written)
+        # The deployment the running policy belongs to and the lineage of its newest snapshot
+        # (bandit.lineage); set by `_restore_policy`, advanced by `snapshot`.
+        self._deployment: dict[str, Any] = {"id": None, "source": "not started"}
+        self.lineage: dict[str, Any] = {}
+        self._trained: TrainedRows | None = None  # rows to skip while a deployed file catches up
         self._last_snapshot = 0.0
         # Per engine, never prometheus_client's global REGISTRY: tests and the demo run several
         # engines (and servers) in one process, and a global registry refuses a second copy.
@@ -275,6 +370,7 @@ class Engine:
             "feedback_late": 0, "feedback_duplicate": 0, "feedback_not_found": 0, "feedback_expired": 0,
             "windows_closed": 0, "learned": 0, "corrections_learned": 0, "snapshots": 0, "replayed": 0,
             "quarantined": 0, "feedback_upgraded": 0, "feedback_conflict": 0, "activated": 0,
+            "trained_skipped": 0,
         }
         # learn_seq -> event_id of learn events that could not be learned (see `_learn`).
         self._quarantined: dict[int, str] = self.events.quarantined()
@@ -388,19 +484,105 @@ class Engine:
 
     # -- policy restore / learning --------------------------------------------------------------------
     def _restore_policy(self) -> None:
-        for name, seq, _version in self.events.snapshots():
-            path = self.snapshot_dir / name
-            try:
-                self.policy = load_policy(path)
-            except (OSError, PolicyError, ValueError) as e:
-                log.warning("snapshot %s unusable (%s); trying an older one", path, e)
+        """What the server starts from (README "Deploying a policy"):
+
+        - the newest usable snapshot, caught up with the log, unless an explicit deployment names
+          something else: `deploy` a file (matched by sha256) or a name (matched by kind), or `ab`
+          an arm B / share the snapshot's split does not hold;
+        - an explicit deployment starts from its policy at learn_seq 0 and learns every finalized
+          event of the log, less the rows its file's training recorded, then is snapshotted at once;
+        - a new A/B split: arm A is the deployment, else what the snapshot holds (a split's arm A);
+          arm B is built and learns the log up to where A is; from then on each learns its own users.
+
+        Every replay goes through `_learn`, the one learn path.
+        """
+        snap, info = None, None
+        for i in snapshot_infos(self.events, self.snapshot_dir):
+            if i.state == "set aside":
+                log.info("snapshot %s was set aside by a rollback; skipped", i.name)
                 continue
-            self.learned_seq = self._snap_seq = seq
+            try:
+                snap = load_policy(i.path)
+            except (OSError, PolicyError, ValueError) as e:
+                log.warning("snapshot %s unusable (%s); trying an older one", i.path, e)
+                continue
+            info = i
             break
-        with self._learn_lock:
-            n = self._learn(self.events.finalized_after(self.learned_seq))
+        dep, ab, cfg = self._deploy, self._ab, self.config
+        held = dict((info.lineage.get("deployment") or {}) if info else {})
+        split = snap if isinstance(snap, SplitPolicy) else None
+        if snap is None:
+            whole = False
+        elif ab is not None:
+            whole = (split is not None and abs(split.share_b - cfg.ab_share) < 1e-12
+                     and ab.matches(split.b, held.get("b")) and (dep is None or dep.matches(split.a, held.get("a"))))
+        else:  # a split goes on without --ab (stored state, like a deployed file); --policy ends it
+            whole = dep is None or (split is None and dep.matches(snap, held))
+        if whole:
+            assert snap is not None and info is not None
+            trained = TrainedRows.from_file(info.path)  # a promoted file carries its training record
+            self._snap_seq, self._snap_name = info.learned_seq, info.name
+            self._deployment, self.lineage = held, dict(info.lineage)
+            n = self._catch_up(snap, info.learned_seq, trained, f"restoring {info.name}")
             self.counters["replayed"] = n
-        log.info("policy %s restored at learn_seq %d (%d replayed)", self.policy.name, self.learned_seq, n)
+            log.info("policy %s restored from %s at learn_seq %d (%d replayed)", snap.name, info.name,
+                     self.learned_seq, n)
+            if trained is not None:  # learned the whole log: snapshot it, so a restart need not again
+                self.snapshot(force=True)
+            return
+        base = split.a if split is not None else snap
+        base_held = held.get("a") if split is not None else held
+        if dep is not None and (base is None or ab is None or not dep.matches(base, base_held)):
+            pol, seq, trained = dep.build(cfg, cfg.seed), 0, dep.trained
+            deployment, source = dep.identity(), dep.source
+        elif base is not None:
+            assert info is not None
+            pol, seq = base, info.learned_seq
+            trained = TrainedRows.from_file(info.path) if split is None else None
+            deployment, source = dict(base_held or {}), None
+        else:
+            pol, seq, trained = _new_policy(cfg), 0, None
+            deployment = {"id": None, "source": f"a new {cfg.policy} policy (nothing to restore)", "kind": cfg.policy}
+            source = None
+        n = self._catch_up(pol, seq, trained, source or "restoring")
+        if ab is not None:
+            head = self.learned_seq
+            arm_b = ab.build(cfg, cfg.seed + 1)
+            n += self._catch_up(arm_b, 0, ab.trained, f"A/B arm B ({ab.spec})", upto=head)
+            self.policy, self.learned_seq = SplitPolicy(pol, arm_b, cfg.ab_share), head
+            b_identity = ab.identity()
+            source = (f"A/B split: A = {pol.name} ({deployment.get('source', '?')}), "
+                      f"B = {arm_b.name} ({b_identity['source']}), share_b={cfg.ab_share:g}")
+            deployment = {"id": None, "source": source, "kind": SplitPolicy.kind, "share_b": cfg.ab_share,
+                          "a": deployment, "b": b_identity}
+        self.counters["replayed"] = n
+        self._deployment = deployment
+        self.lineage = {"snapshot": None, "kind": self.policy.kind, "policy": self.policy.name,
+                        "version": self.policy.version, "learned_seq": self.learned_seq, "created": None,
+                        "source": source or deployment["source"], "trained_rows": deployment.get("trained_rows"),
+                        "parent": info.name if info else None, "deployment": deployment}
+        if source is not None:  # an explicit deployment: restarts restore it from here on
+            self._snap_name = info.name if info else None
+            self.snapshot(source=source, force=True)
+        log.info("policy %s started at learn_seq %d (%d replayed): %s", self.policy.name, self.learned_seq, n,
+                 source or deployment["source"])
+
+    def _catch_up(self, policy: BasePolicy, seq: int, trained: TrainedRows | None, what: str,
+                  upto: int | None = None) -> int:
+        """Make `policy` (which holds every learn event up to `seq`) the served one and learn the
+        log's events after it (up to `upto`), skipping the rows `trained` says it learned offline."""
+        with self._learn_lock:
+            self.policy, self.learned_seq, self._trained = policy, seq, trained
+            last = self.events.max_learn_seq() if upto is None else upto
+            rows: Iterable[DecisionRow] = self.events.finalized_after(seq)
+            if upto is not None:
+                rows = itertools.takewhile(lambda r: int(r.learn_seq) <= upto, rows)  # type: ignore[arg-type]
+            try:
+                return self._learn(_replay_progress(rows, max(last - seq, 0), what))
+            finally:
+                self._trained = None
+                if trained is not None:
+                    self.counters["trained_skipped"] += trained.skipped
 
     def _featureset(self, fs_key: str) -> dict[str, dict[str, float]]:
         fs = self._fs_cache.get(fs_key)
@@ -431,6 +613,13 @@ class Engine:
                 self.learned_seq = seq
                 n += 1
                 continue
+            if self._trained is not None:  # a deployed file catching up: what its training learned is in it
+                trained_row = self._trained.adjust(row)
+                if trained_row is None:
+                    self.learned_seq = seq
+                    n += 1
+                    continue
+                row = trained_row
             try:
                 feats = self._featureset(row.fs_key)
                 cands = [Candidate(a, feats.get(a, {})) for a in json.loads(row.candidates)]
@@ -472,25 +661,32 @@ class Engine:
         self.counters["windows_closed"] += total
         return total
 
-    def snapshot(self) -> Path | None:
-        """Write the policy atomically and record which learn_seq it includes; None if nothing changed."""
+    def snapshot(self, source: str | None = None, force: bool = False) -> Path | None:
+        """Write the policy atomically with its lineage sidecar and record which learn_seq it
+        includes; None if nothing changed (unless `force`: a deployment is snapshotted as it starts)."""
         with self._learn_lock:
             self._last_snapshot = time.monotonic()
-            if self._snap_seq == self.learned_seq:
+            if self._snap_seq == self.learned_seq and not force:
                 return None
             seq = self.learned_seq
-            ext = self.policy.file_suffix
-            path = self.snapshot_dir / f"policy-{seq:012d}.{ext}"
+            name = snapshot_name(self.snapshot_dir, (n for n, _, _ in self.events.snapshots()), seq,
+                                 self.policy.file_suffix)
+            path = self.snapshot_dir / name
             self.policy.save(path)
-            # Recorded after the file is complete: a crash in between leaves an unrecorded file
-            # that restore ignores, never a record pointing at a partial model.
-            self.events.record_snapshot(time.time(), path.name, seq, self.policy.version)
-            self._snap_seq = seq
+            if self._deployment.get("id") is None:  # a deployment is named after its first snapshot
+                self._deployment = {**self._deployment, "id": name}
+            lineage = {"snapshot": name, "kind": self.policy.kind, "policy": self.policy.name,
+                       "version": self.policy.version, "learned_seq": seq, "created": time.time(),
+                       "source": source or "learned online", "trained_rows": self._deployment.get("trained_rows"),
+                       "parent": self._snap_name, "deployment": self._deployment}
+            write_sidecar(path, lineage)
+            # Recorded after the file and its sidecar are complete: a crash in between leaves an
+            # unrecorded file that restore ignores, never a record pointing at a partial model.
+            self.events.record_snapshot(lineage["created"], name, seq, self.policy.version)
+            self._snap_seq, self._snap_name, self.lineage = seq, name, lineage
             self.counters["snapshots"] += 1
-        keep = {name for name, _, _ in self.events.snapshots()[: self.config.keep_snapshots]}
-        for p in self.snapshot_dir.glob("policy-*"):
-            if p.name not in keep:
-                p.unlink(missing_ok=True)
+        infos = snapshot_infos(self.events, self.snapshot_dir)
+        prune(self.snapshot_dir, keep_names(infos, self.config.keep_snapshots, self._snap_name))
         return path
 
     # -- choose ------------------------------------------------------------------------------------------
@@ -667,6 +863,8 @@ class Engine:
         dists = self.policy.distributions(user, [TitleRequest(tid, view.titles[tid].candidates, view.titles[tid].pinned,
                                                               view.titles[tid].disabled) for tid in known], exclude)
         made = dict(zip(known, dists))
+        # Under an A/B split the user's arm answers, and says so as its decisions do.
+        serving = self.policy.arm_for(user) if isinstance(self.policy, SplitPolicy) else self.policy
         for tid in title_ids:
             dist = made.get(tid)
             if dist is None:
@@ -675,7 +873,7 @@ class Engine:
                 out[tid] = {"error": "no_candidates" if isinstance(dist, NoCandidatesError) else "policy_error",
                             "message": str(dist)}
             else:
-                out[tid] = {"distribution": dist, "policy": self.policy.name, "policy_version": self.policy.version}
+                out[tid] = {"distribution": dist, "policy": serving.name, "policy_version": serving.version}
         return out
 
     # -- feedback --------------------------------------------------------------------------------------
@@ -907,7 +1105,31 @@ class Engine:
             "artworks": len(view.artworks),
             "event_log": self.events.backend,  # sqlite | postgresql
             "event_log_location": str(self.events.location),  # a URL's password is masked
+            "lineage": self.lineage_summary(),
+            "ab": self.ab_summary(),
         }
+
+    def lineage_summary(self) -> dict[str, Any]:
+        """Where the served policy came from: its newest snapshot's lineage (bandit.lineage) and the
+        deployment that snapshot belongs to."""
+        lin, dep = self.lineage, self._deployment
+        return {
+            "snapshot": lin.get("snapshot"), "kind": self.policy.kind, "policy": self.policy.name,
+            "version": int(lin.get("version", self.policy.version)),
+            "learned_seq": int(lin.get("learned_seq", self.learned_seq)), "created": lin.get("created"),
+            "source": str(lin.get("source") or dep.get("source") or ""), "trained_rows": lin.get("trained_rows"),
+            "parent": lin.get("parent"),
+            "deployment": {"id": dep.get("id"), "source": str(dep.get("source") or ""), "file": dep.get("file"),
+                           "sha256": dep.get("sha256"), "trained_rows": dep.get("trained_rows")},
+        }
+
+    def ab_summary(self) -> dict[str, Any] | None:
+        """The arms of an online A/B split being served (None when not splitting)."""
+        pol = self.policy
+        if not isinstance(pol, SplitPolicy):
+            return None
+        return {"share_b": pol.share_b, "a": {"policy": pol.a.name, "version": pol.a.version},
+                "b": {"policy": pol.b.name, "version": pol.b.version}}
 
     def metrics(self) -> dict[str, float]:
         """Counters and gauges (names without the Prometheus prefix)."""
@@ -958,6 +1180,7 @@ _METRIC_HELP = {
     "log_quarantined": "learn events quarantined in the event log, all time (never learned)",
     "open_windows": "decisions still waiting for feedback",
     "policy_version": "number of updates the policy has learned",
+    "trained_skipped_total": "learn events a deployed policy file already held from its offline training, not relearned",
     "store_bytes": "catalog size on disk (with its WAL)",
     "event_log_bytes": "event log size on disk",
     "catalog_titles": "titles in the catalog",

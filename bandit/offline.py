@@ -329,3 +329,187 @@ def format_comparisons(result: Sequence[SegmentComparison], level: float = 0.95)
         return "  ".join(c.ljust(w) if k in (0, 2) else c.rjust(w) for k, (c, w) in enumerate(zip(cells, widths)))
 
     return "\n".join([line(head), "  ".join("-" * w for w in widths), *(line(x) for x in lines)])
+
+
+# ---------------------------------------------------------------------------------------------
+# An online A/B test (serve --ab): the arms' own decisions, resampled by user
+# ---------------------------------------------------------------------------------------------
+
+#: How a split's arms name their decisions (bandit.split.ARM_PREFIXES), spelled out so that this
+#: module does not import the policies.
+ARM_PREFIXES = {"A": "A:", "B": "B:"}
+
+
+@dataclass
+class ArmResult:
+    """One arm on one segment: its own decisions with a reward, and their click rate."""
+
+    arm: str  # "A" | "B"
+    policies: list[str]  # the names its decisions logged ("A:bayes-ts")
+    decisions: int  # with a reward
+    users: int
+    rate: float  # mean reward over its decisions with a reward
+    low: float
+    high: float
+
+
+@dataclass
+class OnlineComparison:
+    """B - A on one segment: the online difference (users resampled) and, when the log has an
+    exploration slice and the arms' policies are given, the offline estimate of the same difference."""
+
+    by: str | None
+    segment: str
+    a: ArmResult
+    b: ArmResult
+    diff: float
+    low: float
+    high: float
+    level: float
+    offline: Comparison | None = None  # B - A by the offline estimator on the exploration slice
+
+
+def arm_of_record(policy: str) -> str | None:
+    """"A" / "B" for a decision an A/B arm served, None for any other (exploration pages, before the split)."""
+    for arm, prefix in ARM_PREFIXES.items():
+        if policy.startswith(prefix):
+            return arm
+    return None
+
+
+def _per_user(rows: Sequence[DecisionRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """(reward sum, decisions) per user, users in first-seen order."""
+    index: dict[str, int] = {}
+    sums: list[float] = []
+    counts: list[int] = []
+    for r in rows:
+        i = index.setdefault(r.user_id, len(index))
+        if i == len(sums):
+            sums.append(0.0)
+            counts.append(0)
+        sums[i] += float(r.reward)  # type: ignore[arg-type]
+        counts[i] += 1
+    return np.array(sums), np.array(counts, dtype=float)
+
+
+def _boot_rates(sums: np.ndarray, counts: np.ndarray, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
+    """The arm's rate on `n_bootstrap` resamples of its users (with replacement): the user, not the
+    decision, is what was randomised, and one user's decisions are not independent."""
+    users = sums.size
+    out = np.empty(n_bootstrap)
+    chunk = max(1, min(n_bootstrap, 20_000_000 // max(users, 1)))
+    for start in range(0, n_bootstrap, chunk):
+        k = min(chunk, n_bootstrap - start)
+        idx = rng.integers(0, users, size=(k, users))
+        out[start:start + k] = sums[idx].sum(axis=1) / np.maximum(counts[idx].sum(axis=1), 1.0)
+    return out
+
+
+def _arm_result(arm: str, rows: Sequence[DecisionRecord], boot: np.ndarray, level: float) -> ArmResult:
+    lo, hi = np.quantile(boot, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return ArmResult(arm, sorted({r.policy for r in rows}), len(rows), len({r.user_id for r in rows}),
+                     float(np.mean([float(r.reward) for r in rows])), float(lo), float(hi))  # type: ignore[arg-type]
+
+
+def compare_online(records: Sequence[DecisionRecord], *, by: Sequence[str] = (), clusters: int = 3,
+                   n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0, min_segment_rows: int = 30,
+                   policies: tuple[Policy, Policy] | None = None, estimator: str = "dr",
+                   progress: Progress | None = None) -> list[OnlineComparison]:
+    """The online difference B - A of an A/B split's arms on a decision log, whole and per segment.
+
+    Each arm's click rate is over the decisions it served (policy "A:..." / "B:...") that have a
+    reward; the interval resamples each arm's users with replacement (`n_bootstrap` times, each
+    arm on its own: their users are disjoint). With `policies` (arm A's and arm B's policy) and an
+    exploration slice in the log, each segment also gets the offline estimate of B - A on that
+    slice (`compare_log`, the named `estimator`). Raises ValueError for a log with no A/B decision.
+    """
+    rows = [r for r in _rewarded(records) if arm_of_record(r.policy) is not None]
+    if not rows:
+        names = sorted({r.policy for r in records})
+        raise ValueError("the log has no rewarded decision served by an A/B split (policy names 'A:...' and "
+                         f"'B:...'; serve with --ab); its policies are {', '.join(names) or 'none'}")
+    arms = np.array([arm_of_record(r.policy) for r in rows])
+    missing = [a for a in ARM_PREFIXES if not (arms == a).any()]
+    if missing:
+        raise ValueError(f"the log has no rewarded decision of arm {missing[0]} (policy names "
+                         f"'{ARM_PREFIXES[missing[0]]}...'): nothing to compare yet")
+    rng = np.random.default_rng(seed)
+    offline: dict[tuple[str | None, str], Comparison] = {}
+    explore = [r for r in _rewarded(records) if r.policy == EXPLORE_POLICY]
+    if policies is not None and len(explore) >= 4:
+        for seg in compare_log(explore, policies[1], policies[0], by=by, clusters=clusters, n_bootstrap=n_bootstrap,
+                               level=level, seed=seed, min_segment_rows=min_segment_rows, progress=progress,
+                               names=("B", "A")):
+            got = next((c for c in seg.results if c.name == estimator), None)
+            if got is not None:
+                offline[(seg.by, seg.segment)] = got
+    groups: list[tuple[str | None, str, np.ndarray]] = [(None, "all", np.arange(len(rows)))]
+    for field_name in by:
+        for label, idx in segments(segment_labels(rows, field_name, clusters=clusters, seed=seed)).items():
+            groups.append((field_name, label, idx))
+    out = []
+    report = progress or _no_progress
+    for g, (field_name, label, idx) in enumerate(groups):
+        report("online bootstrap", g, len(groups))
+        seg_rows = [rows[i] for i in idx]
+        seg_arms = arms[idx]
+        a_rows = [r for r, a in zip(seg_rows, seg_arms) if a == "A"]
+        b_rows = [r for r, a in zip(seg_rows, seg_arms) if a == "B"]
+        if field_name is not None and (len(seg_rows) < min_segment_rows or len(a_rows) < 2 or len(b_rows) < 2):
+            continue
+        if not a_rows or not b_rows:
+            continue
+        boot_a = _boot_rates(*_per_user(a_rows), n_bootstrap, rng)
+        boot_b = _boot_rates(*_per_user(b_rows), n_bootstrap, rng)
+        ra, rb = _arm_result("A", a_rows, boot_a, level), _arm_result("B", b_rows, boot_b, level)
+        lo, hi = np.quantile(boot_b - boot_a, [(1 - level) / 2, 1 - (1 - level) / 2])
+        out.append(OnlineComparison(field_name, label, ra, rb, rb.rate - ra.rate, float(lo), float(hi), level,
+                                    offline.get((field_name, label))))
+    report("online bootstrap", len(groups), len(groups))
+    return out
+
+
+def online_verdict(low: float, high: float) -> str:
+    """"B" or "A" when the interval on B - A excludes 0 (that arm is better), else "-"."""
+    return "B" if low > 0 else "A" if high < 0 else "-"
+
+
+def online_rows(result: Sequence[OnlineComparison]) -> list[dict[str, object]]:
+    """One flat record per segment: what --json and --csv print."""
+    rows: list[dict[str, object]] = []
+    for c in result:
+        off = c.offline
+        rows.append({"by": c.by or "", "segment": c.segment,
+                     "a_decisions": c.a.decisions, "a_users": c.a.users, "a_rate": c.a.rate,
+                     "a_low": c.a.low, "a_high": c.a.high,
+                     "b_decisions": c.b.decisions, "b_users": c.b.users, "b_rate": c.b.rate,
+                     "b_low": c.b.low, "b_high": c.b.high,
+                     "diff": c.diff, "diff_low": c.low, "diff_high": c.high, "level": c.level,
+                     "better": online_verdict(c.low, c.high),
+                     "offline_estimator": off.name if off else None, "offline_rows": off.diff.n if off else None,
+                     "offline_diff": _num(off.diff.value) if off else None,
+                     "offline_low": _num(off.diff.low) if off else None,
+                     "offline_high": _num(off.diff.high) if off else None})
+    return rows
+
+
+def format_online(result: Sequence[OnlineComparison]) -> str:
+    """Plain-text table: per segment, each arm's decisions, users and rate, B - A online with its
+    user-resampled interval, and the offline estimate of B - A beside it."""
+    level = result[0].level if result else 0.95
+    head = ("segment", "A rows", "A users", "A rate", "B rows", "B users", "B rate",
+            f"B - A online ({level:.0%} CI, users resampled)", "better", "B - A offline (explore slice)")
+    lines = []
+    for c in result:
+        off = c.offline
+        lines.append(("all" if c.by is None else f"{c.by}={c.segment}", f"{c.a.decisions:,}", f"{c.a.users:,}",
+                      f"{c.a.rate:.4f}", f"{c.b.decisions:,}", f"{c.b.users:,}", f"{c.b.rate:.4f}",
+                      f"{c.diff:+.4f} [{c.low:+.4f}, {c.high:+.4f}]", online_verdict(c.low, c.high),
+                      f"{off.diff.value:+.4f} [{off.diff.low:+.4f}, {off.diff.high:+.4f}] {off.name}, {off.diff.n:,} rows"
+                      if off else "-"))
+    widths = [max(len(x[k]) for x in [head, *lines]) for k in range(len(head))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(head), "  ".join("-" * w for w in widths), *(line(x) for x in lines)])

@@ -16,6 +16,7 @@ from typing import Any
 from bandit.baselines import FixedPolicy, ThompsonPolicy, UniformPolicy
 from bandit.bayes import BayesConfig, BayesPolicy
 from bandit.policy import BasePolicy, PolicyError, VWConfig, VWPolicy
+from bandit.split import SplitPolicy
 
 __all__ = ["POLICIES", "DEFAULT_POLICY", "make_policy", "load_policy", "policy_names"]
 
@@ -35,9 +36,10 @@ POLICIES: dict[str, Callable[..., BasePolicy]] = {
 }
 DEFAULT_POLICY = "bayes"
 
-# Saved files name their kind; kind -> class with a `load` classmethod.
+# Saved files name their kind; kind -> class with a `load` classmethod. A split (an online A/B
+# test of two policies) is loadable but not in POLICIES: it is built from two arms, not a name.
 _KINDS: dict[str, type[BasePolicy]] = {
-    c.kind: c for c in (BayesPolicy, VWPolicy, ThompsonPolicy, UniformPolicy, FixedPolicy)
+    c.kind: c for c in (BayesPolicy, VWPolicy, ThompsonPolicy, UniformPolicy, FixedPolicy, SplitPolicy)
 }
 
 

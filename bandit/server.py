@@ -15,8 +15,6 @@ Run it: `artwork --store catalog.db serve --port 8000` or `python -m bandit.serv
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import gc
 import hmac
 import http
@@ -51,6 +49,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from artwork.store import StoreError
+# The lock lives with the operator commands that take it too; re-exported here for callers of bandit.server.
+from bandit.storelock import StoreLocked, lock_store  # noqa: F401
 from bandit.policy import EXPLORATIONS
 from bandit.features import (MAX_EXCLUDE, MAX_HISTORY, MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_TASTE_KEY_CHARS, MAX_TASTE_KEYS,
                              MAX_USER_ID_CHARS, text_problem)
@@ -432,11 +432,47 @@ class SessionOut(BaseModel):
     titles: dict[str, SessionTitle]
 
 
+class DeploymentOut(BaseModel):
+    id: Optional[str] = Field(..., description="the deployment's first snapshot (null until it is written)")
+    source: str = Field(..., description='how it began: "deployed from FILE sha256=...", "promoted from FILE '
+                        'sha256=...", "deployed: a new NAME policy", "A/B split: ...", "a new NAME policy ..."')
+    file: Optional[str] = Field(..., description="the deployed or promoted policy file, if any")
+    sha256: Optional[str] = Field(..., description="that file's sha256")
+    trained_rows: Optional[int] = Field(..., description="decision-log rows the file learned offline (not relearned)")
+
+
+class LineageOut(BaseModel):
+    snapshot: Optional[str] = Field(..., description="the newest snapshot of the served policy (null: none yet)")
+    kind: str = Field(..., description="policy kind: bayes | thompson | vw | uniform | fixed | split")
+    policy: str
+    version: int = Field(..., description="the policy's version when that snapshot was written")
+    learned_seq: int = Field(..., description="the last learn event that snapshot includes")
+    created: Optional[float] = Field(..., description="unix seconds the snapshot was written")
+    source: str = Field(..., description='"learned online", "deployed from FILE sha256=...", "promoted from FILE '
+                        'sha256=...", "rolled back to SNAPSHOT (set aside: ...)", ...')
+    trained_rows: Optional[int] = Field(..., description="rows learned offline by the deployed file, if any")
+    parent: Optional[str] = Field(..., description="the snapshot this one continues from")
+    deployment: DeploymentOut
+
+
+class ArmOut(BaseModel):
+    policy: str = Field(..., description='the arm\'s name as its decisions log it ("A:bayes-ts", "B:thompson")')
+    version: int
+
+
+class AbOut(BaseModel):
+    share_b: float = Field(..., description="share of users (by a hash of user_id) served by arm B")
+    a: ArmOut
+    b: ArmOut
+
+
 class HealthOut(BaseModel):
     status: str = Field(..., description="ok | starting | degraded (503: the last write to a store failed)")
     policy: str
     policy_version: int
     learned_seq: int
+    lineage: LineageOut = Field(..., description="where the served policy came from (README: Deploying a policy)")
+    ab: Optional[AbOut] = Field(..., description="the arms of an online A/B test (serve --ab), else null")
     encoder: Optional[str]
     titles: int
     artworks: int
@@ -1173,48 +1209,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     return app
 
 
-# -- one learner per store, slow clients ------------------------------------------------------------
-
-
-class StoreLocked(Exception):
-    """Another process serves this store."""
-
-
-_HELD_LOCKS: list[Any] = []  # PostgreSQL learner locks: held while the process lives
-
-
-def lock_store(events_path: str | os.PathLike[str]) -> int:
-    """Take the store's exclusive lock (flock on EVENTS.lock, mode 0600) and write our pid in it.
-
-    Returns the open descriptor: the lock lasts as long as it stays open (the process's lifetime;
-    the kernel drops it when the process dies, even by SIGKILL, so a stale file never blocks).
-    Raises StoreLocked naming the holder's pid when another process has it.
-    """
-    from bandit.events import is_event_log_url
-
-    if is_event_log_url(str(events_path)):
-        # A log on PostgreSQL: other machines cannot see a lock file, so the lock is an advisory
-        # lock on its own connection, kept open (like the file) for the process's lifetime.
-        from bandit.events_pg import LearnerLockHeld, hold_learner_lock
-
-        try:
-            _HELD_LOCKS.append(hold_learner_lock(str(events_path)))
-        except LearnerLockHeld as e:
-            raise StoreLocked(str(e)) from None
-        return os.open(os.devnull, os.O_RDONLY)
-    path = f"{events_path}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
-        os.close(fd)
-        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise StoreLocked(f"already served by pid {holder} (lock file {path})") from None
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+# -- slow clients (the one-learner-per-store lock: bandit.storelock) ----------------------------------
 
 
 def _read_timeout_protocol(read_timeout: float, overloaded_app: Callable[..., Awaitable[None]] | None = None) -> type:
@@ -1293,6 +1288,21 @@ def _read_timeout_protocol(read_timeout: float, overloaded_app: Callable[..., Aw
 #: `serve` reads every option (but --api-key, which keeps $ARTWORK_API_KEY) from
 #: $ARTWORK_SERVE_<OPTION>: upper case, '-' as '_' (ARTWORK_SERVE_PORT, ARTWORK_SERVE_EXPLORE_SHARE).
 SERVE_ENV_PREFIX = "ARTWORK_SERVE"
+
+
+class PolicySpec(click.ParamType):
+    """A servable policy name, or the path of an existing file (whether it holds a policy is checked
+    when the engine reads it, with the file named in the error)."""
+
+    name = "policy"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        value = str(value)
+        if value in POLICY_KINDS or os.path.isfile(value):
+            return value
+        looks_like_path = os.sep in value or "." in value
+        self.fail(f"{value!r} is not one of {', '.join(map(repr, POLICY_KINDS))}"
+                  + (f", and there is no file {value}" if looks_like_path else ", nor a saved policy file"), param, ctx)
 # Keys a config file may not set, and why: the catalog is chosen the same way for every command.
 _NOT_IN_CONFIG = {"store": "the catalog is given by --store or $ARTWORK_STORE, as for every command",
                   "config": "a config file cannot name another one"}
@@ -1416,9 +1426,17 @@ def _load_serve_config(ctx: click.Context, param: click.Parameter, path: str | N
                    "on the command line is visible to every user in `ps`)")
 @click.option("--events", default=None, help="event log path [default: STORE.events.db]")
 @click.option("--snapshot-dir", default=None, help="policy snapshots [default: STORE.snapshots/]")
-@click.option("--policy", type=click.Choice(POLICY_KINDS), default=POLICY_KINDS[0], show_default=True,
-              help="bayes: per-artwork counts + Bayesian personal residual, Thompson sampling (the default, "
-                   "see scripts/bench_learning.py); thompson: per-title Beta; vw: Vowpal Wabbit cb_explore_adf")
+@click.option("--policy", type=PolicySpec(), default=None, metavar="NAME|PATH",
+              help="bayes: per-artwork counts + Bayesian personal residual, Thompson sampling (what starts when "
+                   "nothing is restored, see scripts/bench_learning.py); thompson: per-title Beta; vw: Vowpal "
+                   "Wabbit cb_explore_adf; or PATH of a saved policy (artwork train, .vwz/.bayes/.json). Not given: "
+                   "the newest snapshot, else bayes. Given: a PATH, or a name other than the snapshot's kind, is "
+                   "deployed: it learns the whole log (less the rows its training recorded) and is snapshotted")
+@click.option("--ab", type=PolicySpec(), default=None, metavar="NAME|PATH",
+              help="online A/B test: arm B is this policy (a name or a saved PATH) on --ab-share of the users (by "
+                   "a hash of user_id), arm A what would be served otherwise; decisions log 'A:...' / 'B:...'")
+@click.option("--ab-share", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="share of users on arm B (with --ab)")
 @click.option("--exploration", default="squarecb", show_default=True, type=click.Choice(EXPLORATIONS),
               help="VW exploration (only with --policy vw)")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -1449,10 +1467,11 @@ def _load_serve_config(ctx: click.Context, param: click.Parameter, path: str | N
               help="info adds the access log: one line per request with its status, latency and X-Request-ID")
 @click.pass_context
 def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None, events: str | None,
-                  snapshot_dir: str | None, policy: str, exploration: str, seed: int, max_titles: int,
+                  snapshot_dir: str | None, policy: str | None, exploration: str, seed: int, max_titles: int,
                   max_body_bytes: int, read_timeout: float, keep_alive: float, max_connections: int, session_ttl: float, feedback_window: float, snapshot_interval: float,
                   close_interval: float, reward_range: tuple[float, float], explore_share: float, durable: bool,
-                  log_level: str, click_reward: float = 1.0, play_reward: float = 1.0, strict: bool = False) -> None:
+                  log_level: str, click_reward: float = 1.0, play_reward: float = 1.0, strict: bool = False,
+                  ab: str | None = None, ab_share: float = 0.5) -> None:
     """Serve the decision API over HTTP (uvicorn; OpenAPI at /docs and /openapi.json)."""
     import uvicorn
 
@@ -1462,7 +1481,11 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
     if not os.path.exists(store):
         raise click.UsageError(f"catalog {store} does not exist; upload artwork first")
     try:
-        eng_cfg = EngineConfig(events=events, snapshot_dir=snapshot_dir, policy=policy, exploration=exploration, seed=seed,
+        if ab is None and ctx.get_parameter_source("ab_share") == click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("--ab-share needs --ab (the policy of arm B)")
+        eng_cfg = EngineConfig(events=events, snapshot_dir=snapshot_dir,
+                               policy=policy if policy in POLICY_KINDS else POLICY_KINDS[0], deploy=policy,
+                               ab=ab, ab_share=ab_share, exploration=exploration, seed=seed,
                                max_titles=max_titles, session_ttl_s=session_ttl, feedback_window_s=feedback_window,
                                snapshot_interval_s=snapshot_interval, close_interval_s=close_interval,
                                reward_min=reward_range[0], reward_max=reward_range[1], explore_share=explore_share,
@@ -1492,7 +1515,7 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
         raise click.ClickException(f"cannot lock {events_path}.lock: {e}") from None
     except (ValueError, sqlite3.Error) as e:  # a bad or unreachable postgresql:// URL (its password masked)
         raise click.ClickException(f"cannot serve {store}: {e}") from None
-    try:  # open the stores and build the policy now: a bad file is one clear line, not a traceback
+    try:  # open the stores and read named policy files now: a bad file is one clear line, not a traceback
         engine = Engine(store, eng_cfg)
     except (StoreError, sqlite3.DatabaseError, ValueError) as e:
         raise click.ClickException(f"cannot serve {store}: {e}") from None

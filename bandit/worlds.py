@@ -48,7 +48,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bandit.features import Candidate, UserContext
+from artwork.records import Artwork, FaceSummary, Tags
+from bandit.features import Candidate, UserContext, candidate_from_artwork, taste_from_history
 from bandit.learning import LearningCurve
 from bandit.policy import Policy
 from bandit.simulator import COUNTRIES, DEVICES, GENRE_MOODS, GENRES, MOODS, Simulator
@@ -74,6 +75,7 @@ __all__ = [
     "NewArtWorld",
     "DriftWorld",
     "MisleadingWorld",
+    "ActorsWorld",
 ]
 
 N_EMB = 16  # embedding-projection components per candidate, as the engine's PCA produces
@@ -962,6 +964,224 @@ class MisleadingWorld(_TableWorld):
     def _model(self, rng: np.random.Generator) -> None:
         self._appeal = [[_winner_appeal(rng, k, (0.3, 0.6)) for k in self._K]]
         self._U = [self._noise(rng, t, float(self.params["idio"])) for t in range(len(self._K))]
+
+
+#: Stars a user may follow (fictional). Supporting actors are "Support NN".
+_STAR_NAMES = ("Ada Stone", "Ben Okafor", "Chloe Marsh", "Dmitri Vale", "Esme Park", "Felix Hart", "Greta Lind",
+               "Hugo Reyes", "Ines Duarte", "Jonah Pike")
+_FACE_THRESHOLD = 0.6  # dlib's default Euclidean distance threshold, as the cast gallery uses it
+_MIN_FACE_SHARE = 0.015  # HOG misses faces under ~1/8 of the frame's side: (1/8)^2 of its area
+
+
+@_register
+class ActorsWorld(_TableWorld):
+    """Some users follow an actor, and click more on artworks that show that actor's face.
+
+    Each title has a cast: 2-3 stars and 1-3 supporting actors, the first star its lead. Stars are
+    spread evenly over titles, so each is in several of them: what is learned about a star's fans
+    on one title can carry to another, which is what weights shared across titles (user feature x
+    artwork feature) are for. A title's artworks are close-ups (every star of the cast gets one),
+    two-shots, group shots, a stranger's face, or scenes without faces. They are tagged as the
+    face pipeline tags them (`Tags.actors` scores every cast member, `actors_present` names the
+    recognised ones, a `FaceSummary`) and become candidates through `candidate_from_artwork`, so
+    they carry "actor:<name>" (its confidence) and the `FACE_FEATURES` the service would compute.
+    Detection misses faces under ~1/8 of the frame's side and recognition misses some visible
+    faces: clicks follow who is visible, the features only who was recognised.
+
+    ``follow_share`` of users follow one star (popular stars more often). The service sees it the
+    way it would in production: a user who sends a watch history gets `taste_from_history` of it
+    (every cast member of a watched title at its share of the titles watched; a follower's history
+    leans toward their star's titles, but someone who watched one title looks like a fan of its
+    whole cast); the others send a taste dict (noisy genres and moods) in which a follower names
+    their star only ``say_star`` of the time and a non-follower names some star ``false_star`` of
+    the time; cold users show nothing.
+
+    logit = base[title] + appeal[artwork] + device x artwork + gain[user] x visible(star, artwork)
+            + per-(user, artwork) noise,
+    where visible is the followed star's on-screen prominence in the artwork (1 for a close-up,
+    less for a small face in a group) and 0 when the star is not in it.
+    """
+
+    name: ClassVar[str] = "actors"
+    description: ClassVar[str] = ("40% of users follow a star seen in several titles (actor:<name> taste, noisy); "
+                                  "their clicks rise when the star's face is on the artwork")
+    signal: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {
+        **_TableWorld.defaults,
+        "aim_share": 0.0,  # no cluster-aimed artworks: the personal part of this world is actors only
+        "ctr": (0.04, 0.12),
+        "n_stars": 6,
+        "n_support": 24,
+        "follow_share": 0.4,
+        "history_share": 0.6,  # non-cold users who send a history (the rest send a taste dict)
+        "lean": 3.0,  # how far a follower's history leans toward their star's titles (Gumbel key)
+        "say_star": 0.7,  # a follower's taste dict names their star
+        "false_star": 0.1,  # a non-follower's taste dict names a star anyway
+        "gain": (0.8, 1.4),  # a follower's logit boost for a close-up of their star
+        "appeal_sd": 0.3,
+        "device_sd": 0.1,
+        "idio": 0.3,  # per-(user, artwork) taste no feature explains: in the oracle, out of reach
+    }
+
+    # ------------------------------------------------------------------ cast and faces
+    def _make_catalog(self, rng: np.random.Generator) -> None:
+        super()._make_catalog(rng)
+        # Its own stream, so the genre/mood/embedding catalog is the one the base draws for this seed.
+        self._cast_catalog(self._rng(0xCA57))
+
+    def _cast_catalog(self, rng: np.random.Generator) -> None:
+        p = self.params
+        n_stars, n_support = int(p["n_stars"]), int(p["n_support"])
+        if not 1 <= n_stars <= len(_STAR_NAMES):
+            raise ValueError(f"n_stars must be 1..{len(_STAR_NAMES)}")
+        self.stars = list(_STAR_NAMES[:n_stars])
+        self.actor_names = self.stars + [f"Support {i:02d}" for i in range(n_support)]
+        self.star_pop = rng.dirichlet(np.full(n_stars, 3.0))  # how often each star is followed
+        n_act = len(self.actor_names)
+        appearances = np.zeros(n_stars)
+        self.cast: list[list[int]] = []
+        self.lead: list[int] = []
+        self.visible: list[list[dict[int, float]]] = []  # per title, per artwork: actor -> face share
+        self._vis: list[np.ndarray] = []  # per title (K, n_actors): on-screen prominence
+        self._artworks: dict[str, list[Artwork]] = {}
+        for t, tid in enumerate(self.title_ids):
+            n_in = min(n_stars, int(rng.integers(2, 4)))
+            # The least-cast stars first (ties at random): every star ends up in several titles.
+            order = np.lexsort((rng.random(n_stars), appearances))
+            title_stars = [int(i) for i in order[:n_in]]
+            appearances[title_stars] += 1
+            support = [n_stars + int(i) for i in rng.choice(n_support, size=min(n_support, int(rng.integers(1, 4))),
+                                                            replace=False)] if n_support else []
+            cast = title_stars + support
+            self.cast.append(cast)
+            self.lead.append(cast[0])
+            k_total = len(self._all_arts[t])
+            kinds: list[tuple[str, Any]] = [("close", s) for s in title_stars][:k_total]
+            while len(kinds) < k_total:
+                kinds.append((str(rng.choice(["scene", "close", "two", "group", "stranger"],
+                                             p=[0.3, 0.25, 0.2, 0.15, 0.1])), None))
+            kinds = [kinds[i] for i in rng.permutation(k_total)]
+            shows, vis, arts = [], np.zeros((k_total, n_act)), []
+            for k, (kind, who) in enumerate(kinds):
+                faces = self._faces(rng, kind, who, cast, title_stars)
+                shows.append({a: s for a, s in faces if a >= 0})
+                for a, s in faces:
+                    if a >= 0:
+                        vis[k, a] = max(vis[k, a], min(1.0, math.sqrt(s / 0.1)))
+                art = self._artwork(rng, tid, self._all_arts[t][k], faces, cast)
+                arts.append(art)
+                old = self._all_arts[t][k].features
+                feats = candidate_from_artwork(art).features
+                feats.update({key: v for key, v in old.items() if key.startswith("emb:")})
+                self._all_arts[t][k] = Candidate(art.artwork_id, feats)
+            self.visible.append(shows)
+            self._vis.append(vis)
+            self._artworks[tid] = arts
+        self._in_cast = np.zeros((self.n_titles, n_act), dtype=bool)
+        for t, cast in enumerate(self.cast):
+            self._in_cast[t, cast] = True
+
+    @staticmethod
+    def _faces(rng: np.random.Generator, kind: str, who: int | None, cast: list[int],
+               stars: list[int]) -> list[tuple[int, float]]:
+        """(actor index, face area / frame area) of the faces in one image; -1 for nobody in the cast."""
+        if kind == "scene":
+            return []
+        if kind == "stranger":
+            return [(-1, float(rng.uniform(0.05, 0.3)))]
+        if kind == "close":
+            if who is None:
+                who = int(rng.choice(stars)) if rng.random() < 0.6 else int(rng.choice(cast))
+            return [(who, float(rng.uniform(0.08, 0.35)))]
+        if kind == "two":
+            pair = rng.choice(cast, size=2, replace=False) if len(cast) >= 2 else [cast[0], -1]
+            return [(int(a), float(rng.uniform(0.04, 0.2))) for a in pair]
+        n = int(rng.integers(3, 6))  # a group: some of the cast and extras, small faces
+        members = [int(a) for a in rng.choice(cast, size=min(len(cast), int(rng.integers(1, 4))), replace=False)]
+        return [(a, float(rng.uniform(0.008, 0.08))) for a in members + [-1] * max(0, n - len(members))]
+
+    def _artwork(self, rng: np.random.Generator, tid: str, base: Candidate, faces: list[tuple[int, float]],
+                 cast: list[int]) -> Artwork:
+        """The artwork as the catalog would store it after tagging and face scanning."""
+        detected = [(a, s) for a, s in faces if s >= _MIN_FACE_SHARE]
+        # Each detected cast face is recognised (distance under the threshold) most of the time; a
+        # miss, like every cast member not in the image, scores a distance above the threshold.
+        dist = {a: _FACE_THRESHOLD + float(rng.uniform(0.02, 0.35)) for a in cast}
+        present = []
+        for a, _s in detected:
+            if a >= 0 and rng.random() < 0.9:
+                dist[a] = _FACE_THRESHOLD - float(rng.uniform(0.01, 0.2))
+                present.append(a)
+        names = self.actor_names
+        if detected:
+            scores = {names[a]: round(1.0 / (1.0 + math.exp((d - _FACE_THRESHOLD) / 0.05)), 4) for a, d in dist.items()}
+            distances = {names[a]: round(d, 4) for a, d in dist.items()}
+        else:  # nothing to compare: every cast member scores 0
+            scores, distances = {names[a]: 0.0 for a in cast}, {}
+        largest = max(detected, key=lambda f: f[1]) if detected else None
+        lead = names[cast[0]]
+        summary = FaceSummary(
+            n_faces=len(detected),
+            largest_share=round(largest[1], 4) if largest else 0.0,
+            largest_x=round(float(rng.uniform(0.15, 0.85)), 4) if largest else None,
+            lead=lead,
+            lead_visible=cast[0] in present,
+        )
+        tags = Tags(
+            moods={k[5:]: v for k, v in base.features.items() if k.startswith("mood:")},
+            genres={k[6:]: v for k, v in base.features.items() if k.startswith("genre:")},
+            actors=scores,
+            actors_present=[names[a] for a in sorted(set(present))],
+            actor_distances=distances,
+            faces=summary,
+        )
+        return Artwork(base.artwork_id, tid, base.artwork_id, f"world:{base.artwork_id}", 640, 360, 0, 0.0, tags=tags)
+
+    # ------------------------------------------------------------------ followers and what the service sees
+    def _make_users(self, rng: np.random.Generator) -> None:
+        super()._make_users(rng)
+        p = self.params
+        r = self._rng(0xFA25)
+        n, n_stars = self.n_users, len(self.stars)
+        follows = np.full(n, -1)
+        f = r.random(n) < float(p["follow_share"])
+        follows[f] = r.choice(n_stars, size=int(f.sum()), p=self.star_pop)
+        self.follows = follows  # hidden: index into `stars`, -1 for none
+        # A follower's watch history leans toward their star's titles.
+        match = self._lat_g @ self._title_genres.T
+        gumbel = -np.log(-np.log(r.random((n, self.n_titles))))
+        self.sends_history = (r.random(n) < float(p["history_share"])) & ~self.cold
+        say, false = r.random(n), r.random(n)
+        false_star = r.choice(n_stars, size=n, p=self.star_pop)
+        for u in range(n):
+            if self.cold[u]:
+                continue
+            if follows[u] >= 0:
+                key = (np.log(self._title_w) + 4.0 * match[u] + float(p["lean"]) * self._in_cast[:, follows[u]]
+                       + gumbel[u])
+                self._history[u] = [self.title_ids[j] for j in np.argsort(-key)[: len(self._history[u])]]
+            if self.sends_history[u]:
+                self._taste[u] = taste_from_history(self._history[u], self._artworks)
+            else:
+                star = follows[u] if follows[u] >= 0 and say[u] < float(p["say_star"]) else (
+                    false_star[u] if follows[u] < 0 and false[u] < float(p["false_star"]) else -1)
+                if star >= 0:
+                    self._taste[u] = {**self._taste[u], f"actor:{self.stars[star]}": 1.0}
+
+    def _model(self, rng: np.random.Generator) -> None:
+        p = self.params
+        n = self.n_users
+        fol = self.follows >= 0
+        self.fan_gain = np.where(fol, rng.uniform(*p["gain"], n), 0.0)  # hidden
+        appeal, U = [], []
+        for t, k in enumerate(self._K):
+            appeal.append(rng.normal(0.0, float(p["appeal_sd"]), k))
+            fan = np.zeros((n, k))
+            fan[fol] = self._vis[t][:, self.follows[fol]].T
+            U.append(self.fan_gain[:, None] * fan + self._noise(rng, t, float(p["idio"])))
+            self._D[t] = rng.normal(0.0, float(p["device_sd"]), (len(DEVICES), k))
+        self._appeal = [appeal]
+        self._U = U
 
 
 # =============================================================================================
