@@ -586,10 +586,14 @@ def compare_online(ctx: click.Context, log: str, split_path: str | None, by: tup
               help=N_BOOTSTRAP_HELP)
 @click.option("--window", default=500, show_default=True, help="decisions per point of the click-rate curve")
 @click.option("--on", "on", type=click.Choice(["explore", "holdout", "all"]), default=None, help=ON_HELP)
+@click.option("--level", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="confidence level of the intervals")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="no progress bars on stderr")
 @click.pass_context
 @user_errors
 def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple[str, ...], n_bootstrap: int,
-           window: int, on: str | None) -> None:
+           window: int, on: str | None, level: float, seed: int, quiet: bool) -> None:
     """The evaluation report for a deployment: the --store catalog and its event log, or SOURCE, an
     exported Parquet log (with the --store catalog for the artwork). `report STORE.db` is deprecated."""
     from bandit.decisions import read_parquet
@@ -609,6 +613,7 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
                       markup=False)
         store, source = source, None
     feedback_counts = None  # late clicks and expired feedback: only the event log knows them
+    deployed_seq = 0  # learn events the deployed snapshot has learned online
     if source is not None:
         from bandit.decisions import DecisionLogError
 
@@ -630,6 +635,7 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
         latest = Path(f"{store}.snapshots") / snaps[0][0] if snaps else None
         if latest is not None and latest.is_file():
             named["deployed policy (latest snapshot)"] = load_policy(latest)
+            deployed_seq = snaps[0][1]
         events.close()
     rewarded = [r for r in records if r.reward is not None]
     if not rewarded:
@@ -652,18 +658,42 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
     warnings: list[str] = []
     named.update(_policies(policies, records, sl.records, warnings))
     named.setdefault("uniform", policy_by_name("uniform", records)[1])
+    if deployed_seq > 0:
+        # Online learning is training: the snapshot has seen (up to) every outcome of the slice.
+        learned = min(deployed_seq, sum(r.reward is not None for r in sl.records))
+        _warn(warnings, f"the deployed policy learned online from the log's first {deployed_seq} outcomes, which "
+                        f"include up to {learned} of the {len(sl.records)} rows it is evaluated on: its estimate is "
+                        f"optimistic; for an honest one, evaluate a policy trained on other rows "
+                        f"(`artwork train --holdout`, then `artwork replay --on holdout`)")
     console.print(f"evaluating on {sl.description}", markup=False, highlight=False)
-    with _stderr_progress(True) as progress:
-        estimates = evaluate_log(sl.records, named, n_bootstrap=n_bootstrap, progress=progress)
+    with _stderr_progress(not quiet) as progress:
+        estimates = evaluate_log(sl.records, named, n_bootstrap=n_bootstrap, level=level, seed=seed,
+                                 progress=progress)
     curves = {}
     if len(rewarded) >= window:
         k = len(rewarded) // window
         rate = np.array([float(r.reward) for r in rewarded[:k * window]]).reshape(k, window).mean(axis=1)
         curves["logged policy"] = LearningCurve("logged policy", np.arange(1, k + 1) * window, rate, rate, window)
+    from bandit.offline import arm_of_record
+
+    ab_test = ""
+    if any(arm_of_record(r.policy) is not None for r in rewarded):  # the log holds an online A/B test
+        from bandit.offline import compare_online, format_online
+        from bandit.split import SplitPolicy
+
+        deployed = named.get("deployed policy (latest snapshot)")
+        arms = (deployed.a, deployed.b) if isinstance(deployed, SplitPolicy) else None
+        try:
+            ab_test = format_online(compare_online(records, n_bootstrap=n_bootstrap, level=level, seed=seed,
+                                                   policies=arms))
+        except ValueError as exc:  # one arm has no outcome yet: say so instead of a table
+            ab_test = str(exc)
+        out.print(f"online A/B test:\n{ab_test}", markup=False, highlight=False)
     with Catalog(store, create=False) as catalog:
         data = report_data_from(catalog, records, title=f"Artwork selection report: {Path(source or store).name}",
                                 curves=curves, estimates=estimates, feedback_counts=feedback_counts,
                                 evaluated_on=sl.description, notes=warnings)
+    data.ab_test = ab_test
     out.print(f"report: {write_report(data, out_dir)}")
 
 

@@ -279,6 +279,7 @@ class ReportData:
     comparison: Comparison | None = None  # side by side, near the top
     generated: float | None = None  # unix seconds; None: the time of writing
     evaluated_on: str = ""  # which rows the estimates come from (`bandit.offline.Slice.description`)
+    ab_test: str = ""  # an online A/B test's table (`bandit.offline.format_online`), when the log has one
 
 
 # --------------------------------------------------------------------------------------------
@@ -959,6 +960,11 @@ class _Writer:
             *(self.title_section(t) for t in d.titles),
             self.curves_section(),
             self.estimates_section(),
+            (f'<section id="ab-test"><h2>Online A/B test</h2><p class="lead">Each arm\'s click rate over '
+             "its own decisions with a reward; B - A with an interval that resamples users (the unit the "
+             "split randomises), beside the offline estimate of the same difference on the exploration "
+             f"slice (`artwork compare-online` prints the same).</p><pre>{esc(d.ab_test)}</pre></section>"
+             if d.ab_test else ""),
         ]
         toc = [("#comparison", "side by side")] if d.comparison is not None else []
         toc += [("#log", "log")]
@@ -966,6 +972,7 @@ class _Writer:
         toc += [(f"#{section_id(t.title_id)}", t.name) for t in d.titles]
         toc += [("#learning", "learning curves")] if d.curves else []
         toc += [("#estimates", "offline evaluation")] if any(d.estimates.values()) else []
+        toc += [("#ab-test", "A/B test")] if d.ab_test else []
         nav = "".join(f'<a href="{esc(h)}">{esc(label)}</a>' for h, label in toc)
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

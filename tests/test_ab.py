@@ -217,6 +217,12 @@ def test_compare_online_finds_a_bad_arm_and_the_offline_estimate_agrees(tmp_path
     res = run("--store", store, "compare-online", "--log", log, "--n-bootstrap", "200")
     assert res.exit_code == 0 and "B - A online (95% CI, users resampled)" in res.stdout, res.output
     assert "exploration slice" in res.stdout
+    # The deployment's report shows the same test: its table on stdout and an "Online A/B test" section.
+    res = run("--store", store, "report", "--out", tmp_path / "report", "--n-bootstrap", "200", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert "online A/B test:" in res.stdout and "B - A online (95% CI, users resampled)" in res.stdout
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert '<section id="ab-test">' in page and "users resampled" in page
 
 
 def test_compare_online_sees_no_difference_between_identical_arms(tmp_path: Path, monkeypatch) -> None:

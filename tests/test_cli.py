@@ -333,3 +333,19 @@ def test_demo_takes_out_and_its_old_report_dir(tmp_path):
     assert res.exit_code == 2 and "name two places; give --out only" in res.stderr, res.output
     assert "note: --report-dir is deprecated; use --out" in res.stderr
     assert not (tmp_path / "d.db").exists()
+
+
+def test_report_warns_that_the_deployed_policy_learned_the_rows_it_is_graded_on(served, tmp_path):
+    """The deployed snapshot learned every outcome online: grading it on them is optimistic, and the
+    report must say so (on stderr and in the page), like replay does for a trained file."""
+    res = run("--store", str(served), "report", "--out", str(tmp_path / "r"), "--n-bootstrap", "20",
+              "--on", "all", "--quiet", "--level", "0.8", "--seed", "4")
+    assert res.exit_code == 0, res.output
+    assert "WARNING the deployed policy learned online from the log's first 60 outcomes" in res.stderr
+    assert "up to 60 of the 60 rows it is evaluated on" in res.stderr
+    assert "optimistic" in (tmp_path / "r" / "index.html").read_text()
+    # A Parquet log has no deployed snapshot: nothing to warn about.
+    assert run("--store", str(served), "export-log", str(tmp_path / "log.parquet")).exit_code == 0
+    res = run("--store", str(served), "report", str(tmp_path / "log.parquet"), "--out", str(tmp_path / "p"),
+              "--n-bootstrap", "20", "--on", "all", "--quiet")
+    assert res.exit_code == 0 and "deployed policy learned" not in res.stderr, res.output
