@@ -56,7 +56,8 @@ class DemoConfig:
     visits: int = 1500  # pages shown; each page holds every demo title
     segments: int = 3
     users: int = 2000  # simulated audience; people come back, as they do
-    session_ttl_s: float = 5.0  # the demo's clock runs ~150 page views a second: 5 s is a "session"
+    session_ttl_s: float = 5.0  # on the demo's clock (150 page views a second): 5 s is a "session"
+    pages_per_s: float = 150.0  # the demo's clock: visits advance it, never the machine's speed
     seed: int = 0
     report_dir: Path = Path("report")
     explore_share: float = 0.2  # pages served uniformly at random: the slice replay evaluation uses
@@ -125,6 +126,21 @@ def build_catalog(catalog: Catalog, encoder: Encoder, samples: Path = SAMPLES, p
     return reports
 
 
+class DemoClock:
+    """The demo's time: it moves only when a page has been served (`tick`), so sessions, feedback
+    windows and what is learned when are the same on a fast machine and a slow one."""
+
+    def __init__(self, pages_per_s: float, start: float | None = None) -> None:
+        self.t = time.time() if start is None else start
+        self.step = 1.0 / pages_per_s
+
+    def __call__(self) -> float:
+        return self.t
+
+    def tick(self, seconds: float | None = None) -> None:
+        self.t += self.step if seconds is None else seconds
+
+
 class LiveServer:
     """The real ASGI app on uvicorn in a background thread, on a free loopback port."""
 
@@ -187,10 +203,12 @@ class ServedDecision:
 
 
 def drive_audience(url: str, sim: Simulator, visits: int, seed: int, run_tag: str,
-                   advance: Callable[[int], None] = lambda n: None) -> list[ServedDecision]:
+                   advance: Callable[[int], None] = lambda n: None,
+                   clock: Callable[[], float] = time.time) -> list[ServedDecision]:
     """Simulated users open pages over HTTP and click by the simulator's true probabilities.
 
     Returns every new decision (repeats within a session are not decisions) with its click draw.
+    `clock` is the service's clock (the demo's simulated one), `advance(1)` runs after each page.
     """
     rng = np.random.default_rng(seed)
     titles = sim.title_ids
@@ -198,7 +216,7 @@ def drive_audience(url: str, sim: Simulator, visits: int, seed: int, run_tag: st
     with httpx.Client(base_url=url, timeout=30) as client:
         for _ in range(visits):
             user, _title = sim.sample_visit(rng)
-            now = time.time()
+            now = clock()
             # A run tag in the id keeps a re-run's users out of an earlier run's sticky sessions.
             resp = client.post("/v1/choose", json=_request_body(user, f"{run_tag}:{user.user_id}", titles))
             resp.raise_for_status()
@@ -384,11 +402,14 @@ def run_demo(store: str | Path, encoder: Encoder, cfg: DemoConfig = DemoConfig()
             say(f"catalog: {rep.title_id}: {rep.count('added')} added, {rep.count('duplicate')} already stored, "
                 f"{rep.count('rejected')} rejected")
 
+    clock = DemoClock(cfg.pages_per_s)
+    # No timer thread: windows are closed after every page on the demo's clock (deterministic),
+    # not whenever a wall-clock timer happens to fire between two requests.
     engine = Engine(store, EngineConfig(policy=DEFAULT_POLICY, seed=cfg.seed,
                                         feedback_window_s=cfg.feedback_window_s,
                                         session_ttl_s=cfg.session_ttl_s, explore_share=cfg.explore_share,
                                         close_interval_s=0.2,
-                                        snapshot_interval_s=15.0))
+                                        snapshot_interval_s=15.0), clock=clock, start_timer=False)
     run_tag = f"demo{int(time.time())}"
     with LiveServer(engine, store) as live:
         kind = engine.policy.kind
@@ -399,9 +420,14 @@ def run_demo(store: str | Path, encoder: Encoder, cfg: DemoConfig = DemoConfig()
                 f"{DEFAULT_POLICY!r} one")
         candidates = {t: c for t, c in candidates_by_title(engine.catalog, engine.projection).items() if c}
         sim = demo_simulator(candidates, cfg.seed, cfg.segments, cfg.users)
-        with progress_bar(cfg.visits, "audience", enabled=cfg.progress, unit="pages") as advance:
-            served = drive_audience(live.url, sim, cfg.visits, cfg.seed, run_tag, advance)
-        time.sleep(cfg.feedback_window_s + 0.5)  # let the last windows close and be learned
+        with progress_bar(cfg.visits, "audience", enabled=cfg.progress, unit="pages") as bar:
+            def advance(n: int) -> None:
+                bar(n)
+                clock.tick()
+                engine.close_expired()
+
+            served = drive_audience(live.url, sim, cfg.visits, cfg.seed, run_tag, advance, clock)
+        clock.tick(cfg.feedback_window_s + 0.5)  # let the last windows close and be learned
         engine.close_expired()
         all_records = engine.events.records()
         records = [r for r in all_records if r.user_id.startswith(f"{run_tag}:")]  # this run only

@@ -297,3 +297,19 @@ def test_verdict_says_beat_only_when_the_paired_interval_is_above_zero(small_sim
     assert high < 0 and comp.verdict.startswith("X did NOT beat per-title Thompson")
     comp, gap, (low, high) = compare(s, s, fixed, worse, label="X", **kw)
     assert gap == 0 and "did not clearly beat" in comp.verdict and "not significant" in comp.verdict
+
+
+def test_a_second_run_is_the_same_run(demo_run, tmp_path):
+    """The service runs on the demo's clock, advanced once per page, so how fast this machine
+    serves cannot change what is shown, when windows close, or the verdict."""
+    output, _, _, first = demo_run
+    res = CliRunner().invoke(cli, ["--store", str(tmp_path / "again.db"), "demo", "--visits", "120",
+                                   "--out", str(tmp_path / "report"), "--quiet"])
+    assert res.exit_code == 0, res.output
+
+    def numbers(text: str) -> list[str]:  # the per-title lines, the side-by-side table and the verdict
+        keep = [ln for ln in text.splitlines() if ln.startswith(("title ", "served policy", "per-title", "verdict"))]
+        assert len(keep) >= 6, text
+        return keep
+
+    assert numbers(res.output) == numbers(output)
