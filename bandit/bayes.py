@@ -547,16 +547,19 @@ class BayesPolicy(BasePolicy):
             off, off_var, p = self._offsets_many([(t, [c.artwork_id for c in allowed]) for t, allowed in jobs])
             sd = np.sqrt(off_var)
             mean = off + gate * self._residuals([self._design(user, t, allowed, part) for t, allowed in jobs], p)
-            start = 0
-            for title_id, allowed in jobs:
-                k = len(allowed)
-                end = start + k
-                draws = mean[start:end, None] + sd[start:end, None] * self._bank_rows(1, k)
-                wins = np.bincount(np.argmax(draws, axis=0), minlength=k) / n_draws
-                if floor > 0.0:
-                    wins = (1.0 - floor) * wins + floor / k
-                out.append(wins.tolist())
-                start = end
+            # Grown by stacking into a new array, never changed in place: safe to read unlocked.
+            bank = self._bank_rows(1, max(len(allowed) for _, allowed in jobs))
+        # The draws (most of a page's work) outside the lock: learning need not wait for them.
+        start = 0
+        for title_id, allowed in jobs:
+            k = len(allowed)
+            end = start + k
+            draws = mean[start:end, None] + sd[start:end, None] * bank[:k]
+            wins = np.bincount(np.argmax(draws, axis=0), minlength=k) / n_draws
+            if floor > 0.0:
+                wins = (1.0 - floor) * wins + floor / k
+            out.append(wins.tolist())
+            start = end
         return out
 
     def predict(self, user: UserContext, title_id: str, candidates: Sequence[Candidate]) -> np.ndarray:

@@ -782,7 +782,7 @@ def _snapshot_store(ctx: click.Context, events: str | None, snapshot_dir: str | 
                                        "--store, or --events for a log elsewhere)")
     lock_fd = None
     if action is not None:
-        from bandit.storelock import StoreLocked, lock_store
+        from bandit.storelock import StoreLocked, lock_store, unlock_store
 
         try:
             lock_fd = lock_store(spec)
@@ -796,14 +796,14 @@ def _snapshot_store(ctx: click.Context, events: str | None, snapshot_dir: str | 
         log = open_event_log(spec)
     except (EventLogError, OSError, ValueError) as e:
         if lock_fd is not None:
-            os.close(lock_fd)
+            unlock_store(lock_fd)
         raise click.ClickException(f"cannot open the event log {spec}: {e}") from None
     try:
         yield log, folder
     finally:
         log.close()
         if lock_fd is not None:
-            os.close(lock_fd)
+            unlock_store(lock_fd)
 
 
 def _when(t: Any) -> str:

@@ -407,9 +407,8 @@ def run_demo(store: str | Path, encoder: Encoder, cfg: DemoConfig = DemoConfig()
     # not whenever a wall-clock timer happens to fire between two requests.
     engine = Engine(store, EngineConfig(policy=DEFAULT_POLICY, seed=cfg.seed,
                                         feedback_window_s=cfg.feedback_window_s,
-                                        session_ttl_s=cfg.session_ttl_s, explore_share=cfg.explore_share,
-                                        close_interval_s=0.2,
-                                        snapshot_interval_s=15.0), clock=clock, start_timer=False)
+                                        session_ttl_s=cfg.session_ttl_s, explore_share=cfg.explore_share),
+                               clock=clock, start_timer=False)
     run_tag = f"demo{int(time.time())}"
     with LiveServer(engine, store) as live:
         kind = engine.policy.kind

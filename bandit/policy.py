@@ -257,7 +257,12 @@ class BasePolicy:
             if fixed is None:
                 jobs.append((r.title_id, allowed))
             prepared.append((allowed, fixed))
-        computed = iter(self._distributions(user, jobs) if jobs else [])
+        try:
+            computed = iter(self._distributions(user, jobs) if jobs else [])
+        except PolicyError:
+            # One title the policy cannot serve fails the page call: ask title by title, so only
+            # that title gets its error and the rest of the page is served.
+            computed = iter([self._one_or_error(user, t, allowed) for t, allowed in jobs])
         out: list[dict[str, float] | PolicyError] = []
         for item in prepared:
             if isinstance(item, PolicyError):
@@ -265,8 +270,14 @@ class BasePolicy:
                 continue
             allowed, fixed = item
             probs = fixed if fixed is not None else next(computed)
-            out.append(dict(zip([c.artwork_id for c in allowed], probs)))
+            out.append(probs if isinstance(probs, PolicyError) else dict(zip([c.artwork_id for c in allowed], probs)))
         return out
+
+    def _one_or_error(self, user: UserContext, title_id: str, allowed: list[Candidate]) -> list[float] | PolicyError:
+        try:
+            return self._distribution(user, title_id, allowed)
+        except PolicyError as e:
+            return e
 
     def distribution(
         self,

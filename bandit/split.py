@@ -150,7 +150,7 @@ class SplitPolicy(BasePolicy):
                 if not (isinstance(members, list) and len(members) == 2 and all(isinstance(m, str) for m in members)):
                     raise PolicyError(f"{path}: meta.json must name the two arm files, got {members!r}")
                 blobs = [z.read(m) for m in members]
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError, AttributeError) as e:
             raise PolicyError(f"{path}: not a SplitPolicy file ({e})") from e
         with tempfile.TemporaryDirectory(prefix=".split-") as tmp:
             arms = []
@@ -158,8 +158,10 @@ class SplitPolicy(BasePolicy):
                 p = Path(tmp) / Path(member).name
                 p.write_bytes(data)
                 arms.append(load_policy(p))
-        pol = cls(arms[0], arms[1], meta["share_b"], salt=meta.get("salt", DEFAULT_SALT), seed=meta.get("seed", 0))
-        return pol
+        try:
+            return cls(arms[0], arms[1], meta["share_b"], salt=meta.get("salt", DEFAULT_SALT), seed=meta.get("seed", 0))
+        except (KeyError, TypeError, ValueError) as e:  # a damaged meta.json: an unusable file, not a crash
+            raise PolicyError(f"{path}: not a usable SplitPolicy file ({type(e).__name__}: {e})") from e
 
     def __repr__(self) -> str:
         return f"SplitPolicy(a={self.a!r}, b={self.b!r}, share_b={self.share_b})"

@@ -9,14 +9,14 @@ import fcntl
 import os
 from typing import Any
 
-__all__ = ["StoreLocked", "lock_store"]
+__all__ = ["StoreLocked", "lock_store", "unlock_store"]
 
 
 class StoreLocked(Exception):
     """Another process serves this store."""
 
 
-_HELD_LOCKS: list[Any] = []  # PostgreSQL learner locks: held while the process lives
+_HELD_LOCKS: dict[int, Any] = {}  # descriptor -> PostgreSQL learner lock it stands for
 
 
 def lock_store(events_path: str | os.PathLike[str]) -> int:
@@ -34,10 +34,12 @@ def lock_store(events_path: str | os.PathLike[str]) -> int:
         from bandit.events_pg import LearnerLockHeld, hold_learner_lock
 
         try:
-            _HELD_LOCKS.append(hold_learner_lock(str(events_path)))
+            held = hold_learner_lock(str(events_path))
         except LearnerLockHeld as e:
             raise StoreLocked(str(e)) from None
-        return os.open(os.devnull, os.O_RDONLY)
+        fd = os.open(os.devnull, os.O_RDONLY)
+        _HELD_LOCKS[fd] = held
+        return fd
     path = f"{events_path}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -51,3 +53,12 @@ def lock_store(events_path: str | os.PathLike[str]) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def unlock_store(fd: int) -> None:
+    """Give the lock of `lock_store` back before the process ends (the operator commands): the
+    file lock with its descriptor, a PostgreSQL advisory lock with its connection."""
+    held = _HELD_LOCKS.pop(fd, None)
+    os.close(fd)
+    if held is not None:
+        held.close()

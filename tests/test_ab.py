@@ -247,3 +247,21 @@ def test_compare_online_refuses_a_log_without_arms(tmp_path: Path) -> None:
     res = run("compare-online", "--log", tmp_path / "log.parquet")
     assert res.exit_code == 1 and "no rewarded decision served by an A/B split" in res.output, res.output
     assert "bayes-ts" in res.output
+
+
+def test_a_damaged_split_file_is_an_unusable_policy_not_a_crash(tmp_path: Path) -> None:
+    """Restore falls back to an older snapshot only on PolicyError: a split file whose meta.json
+    lost a field (or is not an object) must say so as one, not raise KeyError/AttributeError."""
+    import zipfile
+
+    SplitPolicy(make_policy("uniform"), make_policy("thompson"), 0.5).save(tmp_path / "ok.split")
+    with zipfile.ZipFile(tmp_path / "ok.split") as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    meta = json.loads(members["meta.json"])
+    for name, text in (("no-share", json.dumps({k: v for k, v in meta.items() if k != "share_b"})),
+                       ("not-an-object", "[1, 2]")):
+        with zipfile.ZipFile(tmp_path / f"{name}.split", "w") as z:
+            for n, data in members.items():
+                z.writestr(n, text if n == "meta.json" else data)
+        with pytest.raises(PolicyError, match="not a"):
+            load_policy(tmp_path / f"{name}.split")

@@ -361,3 +361,16 @@ def test_a_long_replay_reports_progress_in_the_log(tmp_path, caplog) -> None:
     with caplog.at_level("WARNING", logger="artwork.engine"):
         list(_replay_progress(iter(range(5)), 5, "quick"))  # a replay under every_s says nothing
     assert not caplog.records
+
+
+def test_the_operator_commands_give_the_store_lock_back(tmp_path: Path) -> None:
+    """`policy promote|rollback` take the serve lock and must release it when done (a PostgreSQL
+    advisory lock would otherwise outlive the command in the same process)."""
+    from bandit.storelock import StoreLocked, lock_store, unlock_store
+
+    events = tmp_path / "s.db.events.db"
+    fd = lock_store(events)
+    with pytest.raises(StoreLocked):
+        lock_store(events)
+    unlock_store(fd)
+    unlock_store(lock_store(events))  # free again, and again after

@@ -382,3 +382,21 @@ def test_thompson_distribution_is_a_pure_function_of_its_posterior():
     assert [p.choose(user, "t", cands).chosen for _ in range(20)] == [q.choose(user, "t", cands).chosen for _ in range(20)]
     p.learn_one(user, "t", cands, "b", 0.5, 1.0)
     assert p.distribution(user, "t", cands) != first  # a new posterior, a new estimate
+
+
+def test_a_title_the_policy_cannot_serve_fails_alone_not_the_page():
+    """A page is one policy call; when the policy raises for one title inside it, that title gets
+    its PolicyError and every other title is still served (the engine answers it per title)."""
+    from bandit.policy import PolicyError as _PolicyError, TitleRequest
+
+    class Picky(UniformPolicy):
+        def _distribution(self, user, title_id, allowed):
+            if title_id == "bad":
+                raise _PolicyError("title 'bad': this policy cannot score it")
+            return super()._distribution(user, title_id, allowed)
+
+    cands = {t: [Candidate(f"{t}-{i}", {}) for i in range(3)] for t in ("a", "bad", "c")}
+    out = Picky(seed=1).choose_many(UserContext("u"), [TitleRequest(t, c) for t, c in cands.items()])
+    assert isinstance(out[1], _PolicyError) and "cannot score" in str(out[1])
+    assert [d.title_id for d in (out[0], out[2])] == ["a", "c"]
+    assert all(abs(sum(d.distribution.values()) - 1.0) < 1e-12 for d in (out[0], out[2]))
