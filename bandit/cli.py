@@ -614,6 +614,7 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
         store, source = source, None
     feedback_counts = None  # late clicks and expired feedback: only the event log knows them
     deployed_seq = 0  # learn events the deployed snapshot has learned online
+    deployed_file: Path | None = None
     if source is not None:
         from bandit.decisions import DecisionLogError
 
@@ -636,6 +637,7 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
         if latest is not None and latest.is_file():
             named["deployed policy (latest snapshot)"] = load_policy(latest)
             deployed_seq = snaps[0][1]
+            deployed_file = latest
         events.close()
     rewarded = [r for r in records if r.reward is not None]
     if not rewarded:
@@ -665,6 +667,13 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
                         f"include up to {learned} of the {len(sl.records)} rows it is evaluated on: its estimate is "
                         f"optimistic; for an honest one, evaluate a policy trained on other rows "
                         f"(`artwork train --holdout`, then `artwork replay --on holdout`)")
+    trained = _trained_rows(str(deployed_file)) if deployed_file is not None else None
+    if trained is not None:  # a promoted or deployed training file: it learned rows offline too
+        meta, ids = trained
+        seen = int(np.isin(_id_hashes(sorted(r.event_id for r in sl.records)), ids).sum())
+        if seen:
+            _warn(warnings, f"the deployed policy was trained offline on {seen:,} of the {len(sl.records):,} rows it "
+                            f"is evaluated on (trained on {meta.get('log')}): its estimate is optimistic")
     console.print(f"evaluating on {sl.description}", markup=False, highlight=False)
     with _stderr_progress(not quiet) as progress:
         estimates = evaluate_log(sl.records, named, n_bootstrap=n_bootstrap, level=level, seed=seed,

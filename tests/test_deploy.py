@@ -206,6 +206,10 @@ def test_deploy_promote_and_rollback_across_restarts(world) -> None:
     top = listed["snapshots"][0]
     assert top["current"] and top["learned_seq"] == 0 and top["kind"] == "bayes"
     assert top["source"].startswith(f"promoted from {(tmp / 'warm.bayes').resolve()} sha256=")
+    # The report grades the promoted file on the log it was trained on: it must say so.
+    res = run("--store", store, "report", "--out", tmp / "report", "--on", "all", "--n-bootstrap", "20", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert "the deployed policy was trained offline on" in res.stderr and "optimistic" in res.stderr
     server = LiveServer(store, "--feedback-window", "1", "--close-interval", "0.2", "--snapshot-interval", "0.3").start()
     try:
         with server.client() as c:
