@@ -335,18 +335,6 @@ class BayesPolicy(BasePolicy):
             self._user_cache.clear()
             self._user_cache_items = 0
 
-    def _centred(self, user: UserContext) -> tuple[np.ndarray, np.ndarray]:
-        """(key hashes, values) of the user's features minus the average learned-from user.
-
-        Centring is what keeps the residual a residual: averaged over the audience it is zero
-        for every artwork, so it cannot hold a copy of an artwork's overall appeal (which the
-        counts already hold, and which would then be counted twice).
-        """
-        pos, vals = self._user(user)
-        u = -self.user_mean.copy()
-        u[pos] += vals
-        return self._user_hash, u
-
     def _title(self, title_id: str, cands: Sequence[Candidate]) -> dict[str, Any]:
         """Per candidate set: artwork keys, the artwork-feature matrix V and its keys (cached)."""
         key = (title_id, tuple(c.artwork_id for c in cands))
@@ -377,8 +365,13 @@ class BayesPolicy(BasePolicy):
 
     def _user_part(self, user: UserContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What the residual needs of the user, for any title: (key hashes, centred vector, x)."""
-        hu, u = self._centred(user)
         pos, vals = self._user(user)
+        # Centred on the average learned-from user: that keeps the residual a residual. Averaged
+        # over the audience it is zero for every artwork, so it cannot hold a copy of an artwork's
+        # overall appeal (which the counts already hold, and which would then be counted twice).
+        u = -self.user_mean.copy()
+        u[pos] += vals
+        hu = self._user_hash
         keep = pos < self.config.personal_dims
         x = np.zeros(self.config.personal_dims)
         x[pos[keep]] = vals[keep]

@@ -377,7 +377,7 @@ def select_slice(log: LogFiles, on: str | None = None) -> RowSlice:
     the last of them in file order; here the ones with the largest event ids (a file folder has no
     order), and a note says so.
     """
-    from bandit.offline import EXPLORE_POLICY, HOLDOUT_SHARE, MIN_EXPLORE_ROWS, SLICES
+    from bandit.offline import HOLDOUT_SHARE, SLICES, slice_choice
 
     if on is not None and on not in SLICES:
         raise ValueError(f"--on must be one of {', '.join(SLICES)}; got {on!r}")
@@ -393,17 +393,8 @@ def select_slice(log: LogFiles, on: str | None = None) -> RowSlice:
             policies |= pickle.loads(blob)
     if not rewarded:
         raise ValueError("the log has no decision with a reward yet; nothing to evaluate")
-    if on is None:
-        on = "explore" if explore >= min(MIN_EXPLORE_ROWS, rewarded) else "holdout"
-        why = ("the default when the log has an exploration slice" if on == "explore" else
-               f"the default: only {explore:,} rows come from exploration pages, fewer than {MIN_EXPLORE_ROWS}")
-    else:
-        why = "--on " + on
+    on, why = slice_choice(on, explore, rewarded, policies)
     if on == "explore":
-        if not explore:
-            raise ValueError(f"--on explore: no row of the log comes from a uniform exploration page (policy "
-                             f"{EXPLORE_POLICY!r}); the log's policies are {', '.join(sorted(policies))}. Serve "
-                             "with --explore-share to log one, or use --on holdout")
         return RowSlice("explore", f"{explore:,} rows from uniform exploration pages ({why})", explore, n_log,
                         rewarded)
     if on == "all":

@@ -135,6 +135,23 @@ def _rewarded(records: Sequence[DecisionRecord]) -> list[DecisionRecord]:
     return [r for r in records if r.reward is not None]
 
 
+def slice_choice(on: str | None, n_explore: int, n_rewarded: int, policies: set[str]) -> tuple[str, str]:
+    """Which slice `--on` means for a log with these counts, and why (for the description): the
+    one rule `select_rows` and the Ray path (`bandit.distributed`) share. Raises ValueError for
+    `explore` on a log without exploration rows."""
+    if on is None:
+        on = "explore" if n_explore >= min(MIN_EXPLORE_ROWS, n_rewarded) else "holdout"
+        why = ("the default when the log has an exploration slice" if on == "explore" else
+               f"the default: only {n_explore:,} rows come from exploration pages, fewer than {MIN_EXPLORE_ROWS}")
+    else:
+        why = "--on " + on
+    if on == "explore" and not n_explore:
+        raise ValueError(f"--on explore: no row of the log comes from a uniform exploration page (policy "
+                         f"{EXPLORE_POLICY!r}); the log's policies are {', '.join(sorted(policies))}. Serve with "
+                         "--explore-share to log one, or use --on holdout")
+    return on, why
+
+
 def select_rows(records: Sequence[DecisionRecord], on: str | None = None) -> Slice:
     """The rewarded rows to evaluate on.
 
@@ -151,18 +168,8 @@ def select_rows(records: Sequence[DecisionRecord], on: str | None = None) -> Sli
     if not rows:
         raise ValueError("the log has no decision with a reward yet; nothing to evaluate")
     explore = [r for r in rows if r.policy == EXPLORE_POLICY]
-    if on is None:
-        on = "explore" if len(explore) >= min(MIN_EXPLORE_ROWS, len(rows)) else "holdout"
-        why = ("the default when the log has an exploration slice" if on == "explore" else
-               f"the default: only {len(explore):,} rows come from exploration pages, fewer than {MIN_EXPLORE_ROWS}")
-    else:
-        why = "--on " + on
+    on, why = slice_choice(on, len(explore), len(rows), {r.policy for r in rows})
     if on == "explore":
-        if not explore:
-            policies = sorted({r.policy for r in rows})
-            raise ValueError(f"--on explore: no row of the log comes from a uniform exploration page (policy "
-                             f"{EXPLORE_POLICY!r}); the log's policies are {', '.join(policies)}. Serve with "
-                             "--explore-share to log one, or use --on holdout")
         return Slice("explore", explore, f"{len(explore):,} rows from uniform exploration pages ({why})")
     if on == "holdout":
         ordered = sorted(range(len(rows)), key=lambda i: rows[i].time)
