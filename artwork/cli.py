@@ -31,6 +31,7 @@ from artwork.faces import DEFAULT_THRESHOLD, FacesUnavailable
 from artwork.faces import MODEL_ID as FACE_MODEL_ID
 from artwork.images import ImageLimits, ImageRejected
 from artwork.records import FaceSummary
+from artwork.paths import StorePaths
 from artwork.store import DEFAULT_STORE, Catalog, StoreError
 
 if TYPE_CHECKING:
@@ -600,7 +601,7 @@ def remove(ctx: click.Context, artwork_id: str, force: bool, events_path: str | 
         # not knowing is not "no decisions".
         raise click.ClickException(f"remove checks the event log for decisions that offered the artwork and reads "
                                    f"SQLite logs only, not {events_path}; pass --force to remove it unchecked")
-    events = Path(events_path or f"{store}.events.db")
+    events = Path(StorePaths.of(store, events_path).events)
     with open_catalog(ctx, create=False) as catalog:
         art = catalog.artwork(artwork_id)
         if art is None:

@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from artwork.cli import cli, console, encoder_label, encoder_options, open_catalog, out, resolve_encoder, user_errors
+from artwork.paths import StorePaths
 from artwork.store import Catalog
 from bandit.policy import EXPLORATIONS
 
@@ -488,7 +489,8 @@ def compare(policy_a: str, policy_b: str, log: str, by: tuple[str, ...], cluster
 
 def _newest_split(store: str) -> Path | None:
     """The newest live A/B split snapshot of the store's default event log and snapshot folder, if any."""
-    events_path = Path(f"{store}.events.db")
+    paths = StorePaths.of(store)
+    events_path = Path(paths.events)
     if not events_path.is_file():
         return None
     from bandit.events import EventLog
@@ -496,7 +498,7 @@ def _newest_split(store: str) -> Path | None:
 
     log = EventLog(events_path)
     try:
-        infos = snapshot_infos(log, f"{store}.snapshots")
+        infos = snapshot_infos(log, paths.snapshots)
     finally:
         log.close()
     return next((i.path for i in infos if i.state == "live" and i.path.suffix == ".split"), None)
@@ -625,7 +627,8 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
         except Exception as exc:
             raise click.ClickException(f"{source}: not a decision log in Parquet format ({exc})") from None
     else:
-        events_path = Path(f"{store}.events.db")
+        paths = StorePaths.of(store)
+        events_path = Path(paths.events)
         if not events_path.is_file():
             raise click.ClickException(f"{store}: no event log next to it ({events_path}); serve with "
                                        f"`artwork --store {store} serve` first, or pass a Parquet log")
@@ -633,7 +636,7 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
         records = events.records()
         feedback_counts = events.counts()
         snaps = events.snapshots()  # newest first; paths relative to the default snapshot folder
-        latest = Path(f"{store}.snapshots") / snaps[0][0] if snaps else None
+        latest = paths.snapshots / snaps[0][0] if snaps else None
         if latest is not None and latest.is_file():
             named["deployed policy (latest snapshot)"] = load_policy(latest)
             deployed_seq = snaps[0][1]
@@ -642,7 +645,7 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
     rewarded = [r for r in records if r.reward is not None]
     if not rewarded:
         raise click.ClickException(f"{source or store}: no decision has a reward yet; nothing to evaluate")
-    log_name = source or f"{store}.events.db"
+    log_name = source or StorePaths.of(store).events
     with Catalog(store, create=False) as catalog:
         cover = catalog_coverage(records, (a.artwork_id for a in catalog.all_artworks()),
                                  (t.title_id for t in catalog.titles()))
@@ -782,8 +785,8 @@ def _snapshot_store(ctx: click.Context, events: str | None, snapshot_dir: str | 
     from bandit.events import EventLogError, is_event_log_url, open_event_log
 
     store = ctx.obj["store"]
-    spec = events or f"{store}.events.db"
-    folder = Path(snapshot_dir or f"{store}.snapshots")
+    paths = StorePaths.of(store, events, snapshot_dir)
+    spec, folder = paths.events, paths.snapshots
     if not is_event_log_url(spec) and not Path(spec).is_file():
         # Only promote may start a log (a file trained elsewhere, deployed on a new store's first start).
         if action != "promote" or not Path(store).is_file():
@@ -927,7 +930,7 @@ def export_log(ctx: click.Context, out_path: str, fmt: str | None, log: str | No
         records = _read_log(log, "export-log")
         source = log
     else:
-        events_path = Path(f"{ctx.obj['store']}.events.db")
+        events_path = Path(StorePaths.of(ctx.obj["store"]).events)
         if not events_path.is_file():
             raise click.ClickException(f"no event log at {events_path}: nothing has been served from this store")
         events = EventLog(events_path)

@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
 import re
 import sqlite3
@@ -37,6 +38,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
 from artwork.records import Artwork
+from artwork.paths import StorePaths
 from artwork.store import Catalog, StoreError
 from bandit.baselines import UniformPolicy
 from bandit.events import BaseEventLog, DecisionRow, NewDecision, open_event_log
@@ -44,8 +46,8 @@ from bandit.features import (MAX_EXCLUDE, MAX_ID_CHARS, MAX_TASTE_KEYS, Candidat
                              InputWarning, UserContext, candidates_from_artworks, taste_from_history,
                              taste_vocabulary, text_problem, unknown_inputs)
 from bandit.policy import BasePolicy, NoCandidatesError, PolicyError, TitleRequest
-from bandit.lineage import (TrainedRows, file_sha256, keep_names, prune, snapshot_infos, snapshot_name,
-                            write_sidecar)
+from bandit.lineage import (SnapshotInfo, TrainedRows, file_sha256, keep_names, prune, snapshot_infos,
+                            snapshot_name, write_sidecar)
 from bandit.registry import DEFAULT_POLICY, POLICIES, load_policy, make_policy
 from bandit.split import SplitPolicy
 
@@ -64,6 +66,7 @@ __all__ = [
 log = logging.getLogger("artwork.engine")
 
 POLICY_KINDS = tuple(p for p in POLICIES if p != "fixed")  # fixed needs per-title defaults: not served
+ROLES = ("all", "chooser", "learner")  # EngineConfig.role
 
 
 class EngineError(Exception):
@@ -120,8 +123,20 @@ class EngineConfig:
     projection_dims: int = 16
     image_url_prefix: str = ""  # prepended to "/v1/artworks/{id}/image" (e.g. a CDN origin)
     durable: bool = False  # synchronous=FULL: survive power loss, not just a killed process
+    # What this process does with the shared event log (README "Scaling out"):
+    # "all": choose, join feedback, learn, close windows, snapshot (one process per log);
+    # "chooser": choose and join feedback only, serving a read-only copy of the newest snapshot,
+    # reloaded every `reload_interval_s`; any number of them share one log;
+    # "learner": the one process that learns every learn event of the log (its own and the
+    # choosers'), closes windows and snapshots; it takes the store lock.
+    role: str = "all"
+    reload_interval_s: float = 1.0  # a chooser's snapshot check
 
     def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
+        if not self.reload_interval_s > 0:
+            raise ValueError("reload_interval_s must be > 0")
         if self.policy not in POLICY_KINDS:
             raise ValueError(f"policy must be one of {POLICY_KINDS}, got {self.policy!r}")
         if not self.reward_min < self.reward_max:
@@ -326,10 +341,11 @@ class Engine:
         self._own_catalog = not isinstance(catalog, Catalog)
         self.catalog = Catalog(catalog) if not isinstance(catalog, Catalog) else catalog
         store = self.catalog.path
-        self.snapshot_dir = Path(self.config.snapshot_dir or f"{store}.snapshots")
+        self.paths = StorePaths.of(store, self.config.events, self.config.snapshot_dir)
+        self.snapshot_dir = self.paths.snapshots
         # With the timer running, WAL checkpoints happen on it, never inside a request's commit.
         try:
-            self.events: BaseEventLog = open_event_log(self.config.events or f"{store}.events.db",
+            self.events: BaseEventLog = open_event_log(self.paths.events,
                                                        durable=self.config.durable, auto_checkpoint=not start_timer)
         except BaseException:
             if self._own_catalog:  # an unreachable or refused log must not leave the catalog open
@@ -361,6 +377,9 @@ class Engine:
         self.lineage: dict[str, Any] = {}
         self._trained: TrainedRows | None = None  # rows to skip while a deployed file catches up
         self._last_snapshot = 0.0
+        self.role = self.config.role
+        self._snap_created: float | None = None  # wall time the served snapshot was written (chooser)
+        self._lock_fd: int | None = None  # the store lock a learner holds
         # Per engine, never prometheus_client's global REGISTRY: tests and the demo run several
         # engines (and servers) in one process, and a global registry refuses a second copy.
         self.registry = CollectorRegistry(auto_describe=False)
@@ -372,6 +391,8 @@ class Engine:
             "quarantined": 0, "feedback_upgraded": 0, "feedback_conflict": 0, "activated": 0,
             "trained_skipped": 0,
         }
+        if self.role != "all":  # a replica's own counters (role "all" keeps exactly its old metrics)
+            self.counters.update({"reloads": 0, "tail_learned": 0})
         # learn_seq -> event_id of learn events that could not be learned (see `_learn`).
         self._quarantined: dict[int, str] = self.events.quarantined()
         self._stop = threading.Event()
@@ -384,14 +405,28 @@ class Engine:
         """Restore the policy (snapshot + replay), reload sessions, close expired windows, start the timer."""
         if self.started:
             return self
-        self._load_projection()
-        self._refresh(force=True)
-        self._restore_policy()
-        now = self.clock()
-        for row in self.events.active_sessions(now):
-            self._remember_session(row.user_id, row.title_id, row, row.session_expires,  # type: ignore[attr-defined]
-                                   active=row.active)
-        self.close_expired()
+        if self.role == "learner":  # one learner per log, as one `artwork serve` per store
+            from bandit.storelock import lock_store
+
+            self._lock_fd = lock_store(self.paths.events)
+        try:
+            self._load_projection()
+            self._refresh(force=True)
+            if self.role == "chooser":
+                self._start_chooser()
+            else:
+                self._restore_policy()
+                now = self.clock()
+                # A learner serves no pages: its sessions are the choosers' (in the log).
+                for row in self.events.active_sessions(now) if self.role == "all" else ():
+                    self._remember_session(row.user_id, row.title_id, row, row.session_expires,  # type: ignore[attr-defined]
+                                           active=row.active)
+                self.close_expired()
+                if self.role == "learner":  # what it restored and replayed, for the choosers at once
+                    self.snapshot()
+        except BaseException:
+            self._unlock()
+            raise
         self._last_snapshot = time.monotonic()
         if self._start_timer:
             self._timer = threading.Thread(target=self._run_timer, name="engine-timer", daemon=True)
@@ -404,7 +439,7 @@ class Engine:
         self._stop.set()
         if self._timer is not None:
             self._timer.join(timeout=10)
-        if self.started:
+        if self.started and self.role != "chooser":
             try:
                 self.snapshot()
             except Exception:  # noqa: BLE001 - shutdown must still close the files
@@ -413,7 +448,15 @@ class Engine:
         self._watch.close()
         if self._own_catalog:
             self.catalog.close()
+        self._unlock()
         self.started = False
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            from bandit.storelock import unlock_store
+
+            unlock_store(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> Engine:
         return self.start()
@@ -422,15 +465,32 @@ class Engine:
         self.close()
 
     def _run_timer(self) -> None:
-        while not self._stop.wait(self.config.close_interval_s):
+        every = self.config.reload_interval_s if self.role == "chooser" else self.config.close_interval_s
+        while not self._stop.wait(every):
             try:
-                self.close_expired()
-                self.events.checkpoint()
-                if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
-                    self.snapshot()
-                    self._purge_sessions()
+                self.tick()
             except Exception:  # noqa: BLE001 - a failed tick must not kill the timer
                 log.exception("engine timer tick failed")
+
+    def tick(self) -> None:
+        """One timer tick, what the timer runs every interval (tests call it directly).
+
+        all / learner: close expired windows, (learner) learn what other processes finalized,
+        checkpoint, snapshot every `snapshot_interval_s`. chooser: reload a newer snapshot.
+        """
+        if self.role == "chooser":
+            self.reload()
+            if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
+                self._last_snapshot = time.monotonic()
+                self._purge_sessions()
+            return
+        self.close_expired()
+        if self.role == "learner":
+            self.learn_tail()
+        self.events.checkpoint()
+        if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
+            self.snapshot()
+            self._purge_sessions()
 
     # -- catalog features ----------------------------------------------------------------------------
     def _load_projection(self) -> None:
@@ -496,18 +556,7 @@ class Engine:
 
         Every replay goes through `_learn`, the one learn path.
         """
-        snap, info = None, None
-        for i in snapshot_infos(self.events, self.snapshot_dir):
-            if i.state == "set aside":
-                log.info("snapshot %s was set aside by a rollback; skipped", i.name)
-                continue
-            try:
-                snap = load_policy(i.path)
-            except (OSError, PolicyError, ValueError) as e:
-                log.warning("snapshot %s unusable (%s); trying an older one", i.path, e)
-                continue
-            info = i
-            break
+        snap, info = self._newest_snapshot()
         dep, ab, cfg = self._deploy, self._ab, self.config
         held = dict((info.lineage.get("deployment") or {}) if info else {})
         split = snap if isinstance(snap, SplitPolicy) else None
@@ -566,6 +615,92 @@ class Engine:
             self.snapshot(source=source, force=True)
         log.info("policy %s started at learn_seq %d (%d replayed): %s", self.policy.name, self.learned_seq, n,
                  source or deployment["source"])
+
+    def _newest_snapshot(self, wanted: Callable[[SnapshotInfo], bool] | None = None
+                         ) -> tuple[BasePolicy | None, SnapshotInfo | None]:
+        """The newest recorded snapshot that loads, with its info: set-aside ones (a rollback) are
+        skipped, an unreadable one gives way to an older one. With `wanted`, the search stops (None,
+        None) at the first candidate it refuses: a chooser asks only for snapshots newer than its own."""
+        for i in snapshot_infos(self.events, self.snapshot_dir):
+            if i.state == "set aside":
+                log.info("snapshot %s was set aside by a rollback; skipped", i.name)
+                continue
+            if wanted is not None and not wanted(i):
+                break
+            try:
+                return load_policy(i.path), i
+            except (OSError, PolicyError, ValueError) as e:
+                log.warning("snapshot %s unusable (%s); trying an older one", i.path, e)
+        return None, None
+
+    # -- replicas: a chooser's read-only policy, a learner's tail of the log ----------------------------
+    def _start_chooser(self) -> None:
+        """A chooser serves the newest snapshot; until the learner writes one, a new policy."""
+        if not self.reload():
+            self._deployment = {"id": None, "source": f"a new {self.config.policy} policy (no snapshot yet: "
+                                "the learner has not written one)", "kind": self.config.policy}
+            self.lineage = {"snapshot": None, "kind": self.policy.kind, "policy": self.policy.name,
+                            "version": self.policy.version, "learned_seq": 0, "created": None,
+                            "source": self._deployment["source"], "trained_rows": None, "parent": None,
+                            "deployment": self._deployment}
+
+    def reload(self) -> bool:
+        """A chooser's policy update: serve the newest usable snapshot if it is not the one served and
+        holds at least as many learn events (a newer learned_seq, or a new deployment at the same
+        one). Returns whether it changed. Never learns: the learner's snapshots are the only source."""
+        if self.role != "chooser":
+            return False
+        snap, info = self._newest_snapshot(
+            lambda i: i.name != self._snap_name and i.learned_seq >= self.learned_seq)
+        if snap is None or info is None:
+            return False
+        with self._choose_lock:  # a page is chosen wholly by one policy copy
+            self.policy, self.learned_seq = snap, info.learned_seq
+            self._snap_seq, self._snap_name = info.learned_seq, info.name
+            self._deployment = dict(info.lineage.get("deployment") or {})
+            self.lineage = dict(info.lineage)
+            created = info.lineage.get("created")
+            try:
+                self._snap_created = float(created) if created is not None else info.path.stat().st_mtime
+            except OSError:
+                self._snap_created = None
+        self.counters["reloads"] += 1
+        log.info("chooser now serves %s (learned_seq %d)", info.name, info.learned_seq)
+        return True
+
+    def learn_tail(self) -> int:
+        """A learner's catch-up: learn every learn event the log holds after `learned_seq` (feedback
+        posted to a chooser, a window a chooser's post closed), through the one learn path."""
+        if self.role != "learner":
+            return 0
+        with self._learn_lock:
+            n = self._learn(self.events.finalized_after(self.learned_seq))
+        self.counters["tail_learned"] += n
+        return n
+
+    def _learn_written(self, rows: Iterable[DecisionRow]) -> int:
+        """Learn the learn events a transaction of ours just wrote (call with `_learn_lock` held).
+
+        Alone on its log (role "all") those are the next ones. A learner shares the log with
+        choosers, whose rows may sit between its last learned one and these: it reads the log's
+        tail instead (these rows and everything before them, in learn_seq order), so that no row
+        is skipped. A chooser learns nothing: its rows reach the learner through the log.
+        """
+        if self.role == "chooser":
+            return 0
+        if self.role == "learner":
+            return self.learn_tail()
+        return self._learn(rows)
+
+    def replica_status(self) -> dict[str, Any]:
+        """A replica's view of the shared log: the snapshot it serves (chooser) or last wrote
+        (learner), how old it is, and how many learn events the log holds beyond its policy."""
+        head = self.events.max_learn_seq()
+        created = self._snap_created if self.role == "chooser" else self.lineage.get("created")
+        return {"role": self.role, "pid": os.getpid(), "snapshot": self._snap_name,
+                "snapshot_learned_seq": self._snap_seq,
+                "snapshot_age_s": None if created is None else max(0.0, time.time() - float(created)),
+                "log_learn_seq": head, "lag_learn_events": max(0, head - self.learned_seq)}
 
     def _catch_up(self, policy: BasePolicy, seq: int, trained: TrainedRows | None, what: str,
                   upto: int | None = None) -> int:
@@ -650,11 +785,13 @@ class Engine:
 
     def close_expired(self) -> int:
         """Close every open decision past its window at reward 0 and learn from it; returns how many."""
+        if self.role == "chooser":  # the learner closes windows
+            return 0
         total = 0
         with self._learn_lock:
             while True:
                 rows = self.events.close_expired(self.clock())
-                self._learn(rows)
+                self._learn_written(rows)
                 total += len(rows)
                 if len(rows) < 5000:
                     break
@@ -664,6 +801,8 @@ class Engine:
     def snapshot(self, source: str | None = None, force: bool = False) -> Path | None:
         """Write the policy atomically with its lineage sidecar and record which learn_seq it
         includes; None if nothing changed (unless `force`: a deployment is snapshotted as it starts)."""
+        if self.role == "chooser":  # its policy is the learner's snapshot
+            return None
         with self._learn_lock:
             self._last_snapshot = time.monotonic()
             if self._snap_seq == self.learned_seq and not force:
@@ -767,7 +906,8 @@ class Engine:
                     self._sessions[uid] = live
                 else:
                     del self._sessions[uid]
-        self.events.purge_sessions(now)
+        if self.role != "chooser":  # the log's sessions are shared: the learner purges them
+            self.events.purge_sessions(now)
 
     def choose(self, user: UserContext, title_ids: Sequence[str], exclude: Collection[str] = (),
                activate: bool = True) -> list[TitleChoice]:
@@ -795,6 +935,9 @@ class Engine:
         with self._choose_lock:
             now = self.clock()
             sessions = self._sessions.get(user.user_id, {})
+            if self.role == "chooser" and any(t in view.titles and (t not in sessions or sessions[t][5] <= now)
+                                              for t in title_ids):
+                sessions = self._load_user_sessions(user.user_id, now)
             explore = self.config.explore_share > 0 and self._explore_rng.random() < self.config.explore_share
             chooser = self._explorer if explore else self.policy
             wake: list[str] = []  # inactive repeats shown on an activate=True page
@@ -904,7 +1047,7 @@ class Engine:
             res = self.events.join_feedback(event_id, reward, self.clock(), click, play,
                                             weights={"click": cfg.click_reward, "play": cfg.play_reward},
                                             activate_window=cfg.feedback_window_s)
-            self._learn(res.learn)
+            self._learn_written(res.learn)
         self.counters[f"feedback_{res.status}"] += 1
         if res.activated and res.row is not None:  # the post proved the decision was rendered
             self.counters["activated"] += 1
@@ -1080,10 +1223,21 @@ class Engine:
             self.set_flags(tv.pinned, pinned=False)
         return {"title_id": title_id, "pinned": None}
 
+    def _load_user_sessions(self, user_id: str, now: float) -> dict[str, tuple]:
+        """A chooser's sessions of one user as the shared log has them (call with `_choose_lock`
+        held): another replica may have served this user, and the user must see the same artwork
+        whichever replica answers. The log's rows win over this replica's memory."""
+        for row in self.events.user_sessions(user_id, now):
+            self._remember_session(user_id, row.title_id, row, row.session_expires,  # type: ignore[attr-defined]
+                                   active=row.active)
+        return self._sessions.get(user_id, {})
+
     def user_session(self, user_id: str) -> dict[str, Any]:
         """The user's live sticky choices; NotFoundError when the user has none."""
         now = self.clock()
         with self._choose_lock:
+            if self.role == "chooser":
+                self._load_user_sessions(user_id, now)
             live = {t: _Session._make(s) for t, s in self._sessions.get(user_id, {}).items()}
         live = {t: s for t, s in live.items() if s.expires > now}
         if not live:
@@ -1107,7 +1261,7 @@ class Engine:
             "event_log_location": str(self.events.location),  # a URL's password is masked
             "lineage": self.lineage_summary(),
             "ab": self.ab_summary(),
-        }
+        } | ({"role": self.role, "replica": self.replica_status()} if self.role != "all" else {})
 
     def lineage_summary(self) -> dict[str, Any]:
         """Where the served policy came from: its newest snapshot's lineage (bandit.lineage) and the
@@ -1154,6 +1308,12 @@ class Engine:
             "catalog_titles": len(view.titles),
             "catalog_artworks": len(view.artworks),
         })
+        if self.role != "all":
+            rs = self.replica_status()
+            m.update({"snapshot_learned_seq": float(rs["snapshot_learned_seq"] if rs["snapshot_learned_seq"] is not None
+                                                    else -1),
+                      "snapshot_age_seconds": float(rs["snapshot_age_s"] if rs["snapshot_age_s"] is not None else -1),
+                      "learn_lag_events": float(rs["lag_learn_events"])})
         return m
 
     def metrics_text(self) -> str:
@@ -1185,6 +1345,11 @@ _METRIC_HELP = {
     "event_log_bytes": "event log size on disk",
     "catalog_titles": "titles in the catalog",
     "catalog_artworks": "artworks in the catalog, disabled ones included",
+    "snapshot_learned_seq": "replica: learn_seq of the snapshot served (chooser) or last written (learner); -1 none",
+    "snapshot_age_seconds": "replica: seconds since that snapshot was written (a chooser's staleness); -1 none",
+    "learn_lag_events": "replica: learn events in the log that the served policy does not hold yet",
+    "reloads_total": "chooser: newer snapshots loaded",
+    "tail_learned_total": "learner: learn events learned from the log's tail (finalized by any process)",
 }
 
 

@@ -688,10 +688,18 @@ class BaseEventLog:
     # -- sessions ---------------------------------------------------------------------------------
     def active_sessions(self, now: float) -> list[DecisionRow]:
         """The decision behind every (user, title) session that has not expired."""
+        return self._sessions_where("s.expires > ?", (now,))
+
+    def user_sessions(self, user_id: str, now: float) -> list[DecisionRow]:
+        """`active_sessions` of one user (the sessions primary key's prefix): what a chooser replica
+        reads for a user it has not served, since another replica may have."""
+        return self._sessions_where("s.user_id = ? AND s.expires > ?", (user_id, now))
+
+    def _sessions_where(self, cond: str, args: tuple) -> list[DecisionRow]:
         rows = self._query(
             f"SELECT {_DECISION_COLS}, s.expires FROM sessions s JOIN decisions d ON d.event_id = s.event_id "
-            "JOIN requests r ON r.request_id = d.request_id WHERE s.expires > ?",
-            (now,),
+            f"JOIN requests r ON r.request_id = d.request_id WHERE {cond}",
+            args,
         )
         out = []
         for r in rows:

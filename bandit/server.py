@@ -1,7 +1,8 @@
 """HTTP service over `bandit.engine.Engine`: `create_app(config)` and the `artwork serve` command.
 
 One process, one engine: the policy lives in memory and learns from every joined event, so the
-service runs as a single uvicorn worker (pages are ~ms of work; scale out by sharding users).
+service runs as a single uvicorn worker (pages are ~ms of work). `serve --ray` (bandit.rayserve) runs
+the same app in N chooser replicas on Ray Serve with one learner actor over the shared event log.
 Handlers are plain `def`: Starlette runs them in its thread pool, so SQLite commits never stall
 the event loop, and the engine's locks keep decisions and learning ordered.
 
@@ -48,6 +49,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from artwork.paths import StorePaths
 from artwork.store import StoreError
 # The lock lives with the operator commands that take it too; re-exported here for callers of bandit.server.
 from bandit.storelock import StoreLocked, lock_store  # noqa: F401
@@ -482,6 +484,9 @@ class HealthOut(BaseModel):
     failing_store: Optional[str] = Field(None, description="degraded only: the store whose write failed")
     error: Optional[str] = Field(None, description="degraded only: the store's error")
     failing_since: Optional[float] = Field(None, description="degraded only: unix seconds")
+    role: Optional[str] = Field(None, description="serve --ray only: chooser | learner (absent: one process does all)")
+    replica: Optional[dict[str, Any]] = Field(None, description="serve --ray only: this replica's pid, the snapshot it "
+                                              "serves, its age in seconds and the learn events the log holds beyond it")
 
 
 class PinIn(_In):
@@ -1465,13 +1470,24 @@ def _load_serve_config(ctx: click.Context, param: click.Parameter, path: str | N
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False),
               help="info adds the access log: one line per request with its status, latency and X-Request-ID")
+@click.option("--ray", is_flag=True, help="serve on Ray Serve: --replicas chooser replicas (they choose and log) and "
+              "one learner actor (it learns, closes windows, snapshots) over the same store and event log "
+              "(README: Scaling out)")
+@click.option("--address", default=None, help="with --ray: the Ray cluster to join (HOST:PORT, auto) "
+              "[default: a local Ray on this machine]")
+@click.option("--replicas", default=2, show_default=True, type=click.IntRange(min=1),
+              help="with --ray: chooser replicas")
+@click.option("--reload-interval", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="with --ray: seconds between a replica's checks for a newer policy snapshot; the learner "
+                   "snapshots every 2 s unless --snapshot-interval is given")
 @click.pass_context
 def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None, events: str | None,
                   snapshot_dir: str | None, policy: str | None, exploration: str, seed: int, max_titles: int,
                   max_body_bytes: int, read_timeout: float, keep_alive: float, max_connections: int, session_ttl: float, feedback_window: float, snapshot_interval: float,
                   close_interval: float, reward_range: tuple[float, float], explore_share: float, durable: bool,
                   log_level: str, click_reward: float = 1.0, play_reward: float = 1.0, strict: bool = False,
-                  ab: str | None = None, ab_share: float = 0.5) -> None:
+                  ab: str | None = None, ab_share: float = 0.5, ray: bool = False, address: str | None = None,
+                  replicas: int = 2, reload_interval: float = 1.0) -> None:
     """Serve the decision API over HTTP (uvicorn; OpenAPI at /docs and /openapi.json)."""
     import uvicorn
 
@@ -1483,13 +1499,19 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
     try:
         if ab is None and ctx.get_parameter_source("ab_share") == click.core.ParameterSource.COMMANDLINE:
             raise click.UsageError("--ab-share needs --ab (the policy of arm B)")
+        # By value, not by source: the example config file sets these to their defaults.
+        given = [n for n, v, d in (("address", address, None), ("replicas", replicas, 2),
+                                   ("reload_interval", reload_interval, 1.0)) if v != d]
+        if given and not ray:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} is for serving on Ray: add --ray")
         eng_cfg = EngineConfig(events=events, snapshot_dir=snapshot_dir,
                                policy=policy if policy in POLICY_KINDS else POLICY_KINDS[0], deploy=policy,
                                ab=ab, ab_share=ab_share, exploration=exploration, seed=seed,
                                max_titles=max_titles, session_ttl_s=session_ttl, feedback_window_s=feedback_window,
                                snapshot_interval_s=snapshot_interval, close_interval_s=close_interval,
                                reward_min=reward_range[0], reward_max=reward_range[1], explore_share=explore_share,
-                               durable=durable, click_reward=click_reward, play_reward=play_reward)
+                               durable=durable, click_reward=click_reward, play_reward=play_reward,
+                               reload_interval_s=reload_interval)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     cfg = ServeConfig(store=store, host=host, port=port, api_key=api_key, max_body_bytes=max_body_bytes,
@@ -1497,7 +1519,7 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
                       max_connections=max_connections, strict=strict, engine=eng_cfg)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # One learner per store: a second server would log decisions the first never learns from.
-    events_path = events or f"{store}.events.db"
+    events_path = StorePaths.of(store, events).events
     from bandit.events import EventLogError, is_event_log_url
 
     if events and is_event_log_url(events):  # a malformed URL is a usage error, before anything opens
@@ -1507,6 +1529,21 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
             check_url(events)
         except EventLogError as e:
             raise click.BadParameter(str(e), param_hint="'--events'") from None
+    if ray:  # the learner actor takes the store lock, not this driver
+        from bandit.distributed import RayError
+
+        try:
+            from bandit.rayserve import LEARNER_SNAPSHOT_S, serve_on_ray
+        except ImportError as e:
+            raise click.ClickException(f"--ray needs Ray Serve, which is not importable here ({e}); install it with "
+                                       "pip install 'ray[serve]>=2.9', or leave out --ray") from None
+        snap_given = ctx.get_parameter_source("snapshot_interval") not in (None, click.core.ParameterSource.DEFAULT)
+        try:
+            serve_on_ray(cfg, replicas=replicas, address=address, reload_interval_s=reload_interval,
+                         learner_snapshot_s=snapshot_interval if snap_given else LEARNER_SNAPSHOT_S)
+        except RayError as e:
+            raise click.ClickException(str(e)) from None
+        return
     try:
         lock_fd = lock_store(events_path)  # held (open) until the process exits
     except StoreLocked as e:
