@@ -1,4 +1,8 @@
-"""Decision log: one record per served artwork, enough to replay learning and run off-policy evaluation."""
+"""Decision log: one record per served artwork, enough to replay learning and run off-policy evaluation.
+
+`DecisionRecord` is the one decision type: the serving event log returns it, the engine learns from
+it, and the Parquet log, exports and offline evaluation read and write it.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,12 @@ __all__ = ["DecisionRecord", "DecisionLogError", "new_record", "write_parquet", 
 
 @dataclass
 class DecisionRecord:
-    """A logged decision; `reward` is None until the outcome (click / no click) is joined in."""
+    """A logged decision, from the event log to the policy and into the Parquet log.
+
+    `reward` is None until the outcome (click / no click) is joined in. The fields after
+    `distribution` are the serving event log's bookkeeping: set on records the log returns, left at
+    their defaults elsewhere (new_record, Parquet, simulations), and never written to Parquet.
+    """
 
     event_id: str
     time: float  # unix seconds
@@ -35,20 +44,52 @@ class DecisionRecord:
     title_id: str
     context: dict[str, Any]  # UserContext.to_dict()
     candidates: list[str]  # artwork ids actually offered (after exclusions), in order
-    candidate_features: list[dict[str, float]]  # aligned with candidates
+    # Aligned with candidates. Empty on a record read from the event log, which stores the features
+    # once per feature set (`fs_key`): a reader that needs them resolves the key, caching across rows.
+    candidate_features: list[dict[str, float]]
     chosen: str
     probability: float
     policy: str
     version: int
     reward: float | None = None
     distribution: dict[str, float] = field(default_factory=dict)  # full pmf, for off-policy evaluation
+    # First the two a fresh decision sets: the engine makes one per title of a page, positionally.
+    fs_key: str | None = None  # the feature set of the candidates (the log's `featuresets` table)
+    active: bool = True  # False: logged with activate=false and not activated yet (no window running)
+    seq: int | None = None  # the log's row order
+    deadline: float | None = None  # the feedback window's end (+inf while inactive)
+    status: str | None = None  # "open" | "joined" | "closed"
+    learn_seq: int | None = None  # the learn event: finalized, or (with old_reward) a correction
+    late_seq: int | None = None  # learn_seq of the late click that corrected the reward-0 close
+    upgrade_seq: int | None = None  # learn_seq of the latest ladder upgrade (a correction too)
+    # Set only on a correction learn event (from `finalized_after` / `FinalizeResult.learn`): the
+    # reward learned before; `reward` and `learn_seq` are then the correction's.
+    old_reward: float | None = None
+    session_expires: float | None = None  # on a record read as a user's sticky session
+
+    @property
+    def late(self) -> bool:
+        """Closed at reward 0, then corrected by a late click."""
+        return self.late_seq is not None
+
+    @property
+    def is_correction(self) -> bool:
+        """This record is a correction learn event (learn with `Policy.relearn`), not a first outcome."""
+        return self.old_reward is not None
 
     def user_context(self) -> UserContext:
         """The logged context as a validated UserContext."""
         return UserContext.from_dict(self.context)
 
-    def candidate_objects(self) -> list[Candidate]:
-        """The logged candidates as Candidate objects (for learn_one)."""
+    def candidate_objects(self, featureset: Mapping[str, dict[str, float]] | None = None) -> list[Candidate]:
+        """The logged candidates as Candidate objects (for learn_one); `featureset` ({artwork_id:
+        features}, the one `fs_key` names) for a record from the event log."""
+        if featureset is not None:
+            return [Candidate(a, featureset.get(a, {})) for a in self.candidates]
+        if self.fs_key is not None and self.candidates and not self.candidate_features:
+            # zip would silently offer no candidates at all
+            raise ValueError(f"event {self.event_id}: its candidate features are in feature set {self.fs_key!r}; "
+                             "pass that feature set")
         return [Candidate(a, dict(f)) for a, f in zip(self.candidates, self.candidate_features)]
 
 

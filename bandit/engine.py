@@ -41,7 +41,8 @@ from artwork.records import Artwork
 from artwork.paths import StorePaths
 from artwork.store import Catalog, StoreError
 from bandit.baselines import UniformPolicy
-from bandit.events import BaseEventLog, DecisionRow, NewDecision, open_event_log
+from bandit.decisions import DecisionRecord
+from bandit.events import BaseEventLog, open_event_log
 from bandit.features import (MAX_EXCLUDE, MAX_ID_CHARS, MAX_TASTE_KEYS, Candidate, ContextError, EmbeddingProjection,
                              InputWarning, UserContext, candidates_from_artworks, taste_from_history,
                              taste_vocabulary, text_problem, unknown_inputs)
@@ -297,7 +298,7 @@ class _Deployment:
         return policy.kind == self.kind
 
 
-def _replay_progress(rows: Iterable[DecisionRow], total: int, what: str, every_s: float = 5.0) -> Iterator[DecisionRow]:
+def _replay_progress(rows: Iterable[DecisionRecord], total: int, what: str, every_s: float = 5.0) -> Iterator[DecisionRecord]:
     """`rows` unchanged, with a progress line in the log every `every_s` seconds: a deployment
     replays the whole log, which can take minutes before the server answers."""
     start = last = time.monotonic()
@@ -419,8 +420,7 @@ class Engine:
                 now = self.clock()
                 # A learner serves no pages: its sessions are the choosers' (in the log).
                 for row in self.events.active_sessions(now) if self.role == "all" else ():
-                    self._remember_session(row.user_id, row.title_id, row, row.session_expires,  # type: ignore[attr-defined]
-                                           active=row.active)
+                    self._remember_session(row.user_id, row.title_id, row, row.session_expires, active=row.active)
                 self.close_expired()
                 if self.role == "learner":  # what it restored and replayed, for the choosers at once
                     self.snapshot()
@@ -678,7 +678,7 @@ class Engine:
         self.counters["tail_learned"] += n
         return n
 
-    def _learn_written(self, rows: Iterable[DecisionRow]) -> int:
+    def _learn_written(self, rows: Iterable[DecisionRecord]) -> int:
         """Learn the learn events a transaction of ours just wrote (call with `_learn_lock` held).
 
         Alone on its log (role "all") those are the next ones. A learner shares the log with
@@ -709,7 +709,7 @@ class Engine:
         with self._learn_lock:
             self.policy, self.learned_seq, self._trained = policy, seq, trained
             last = self.events.max_learn_seq() if upto is None else upto
-            rows: Iterable[DecisionRow] = self.events.finalized_after(seq)
+            rows: Iterable[DecisionRecord] = self.events.finalized_after(seq)
             if upto is not None:
                 rows = itertools.takewhile(lambda r: int(r.learn_seq) <= upto, rows)  # type: ignore[arg-type]
             try:
@@ -728,7 +728,7 @@ class Engine:
             self._fs_cache[fs_key] = fs
         return fs
 
-    def _learn(self, rows: Iterable[DecisionRow]) -> int:
+    def _learn(self, rows: Iterable[DecisionRecord]) -> int:
         """The one learn path: apply learn events (decisions and corrections) in learn_seq order.
 
         Live learning passes the rows a transaction just wrote (`FinalizeResult.learn`,
@@ -756,9 +756,8 @@ class Engine:
                     continue
                 row = trained_row
             try:
-                feats = self._featureset(row.fs_key)
-                cands = [Candidate(a, feats.get(a, {})) for a in json.loads(row.candidates)]
-                user = UserContext.from_dict(json.loads(row.context))
+                cands = row.candidate_objects(self._featureset(row.fs_key))
+                user = UserContext.from_dict(row.context)
                 if row.old_reward is not None:  # a late click correcting a reward-0 close
                     self.policy.relearn(user, row.title_id, cands, row.chosen, row.probability,
                                         row.old_reward, row.reward)
@@ -772,7 +771,7 @@ class Engine:
             n += 1
         return n
 
-    def _quarantine(self, row: DecisionRow, seq: int, exc: BaseException) -> None:
+    def _quarantine(self, row: DecisionRecord, seq: int, exc: BaseException) -> None:
         """Record a learn event the policy could not learn: logged, counted, skipped from now on."""
         why = f"{type(exc).__name__}: {exc}"
         log.error("event %r (learn_seq %d) cannot be learned, quarantined: %s", row.event_id, seq, why)
@@ -880,7 +879,7 @@ class Engine:
     def _image_url(self, artwork_id: str) -> str:
         return f"{self.config.image_url_prefix}/v1/artworks/{artwork_id}/image"
 
-    def _remember_session(self, user_id: str, title_id: str, row: DecisionRow | NewDecision, expires: float,
+    def _remember_session(self, user_id: str, title_id: str, row: DecisionRecord, expires: float,
                           active: bool = True) -> None:
         # An exact tuple of scalars, which CPython's cyclic GC stops tracking (it never untracks
         # tuple subclasses): the session table, one entry per user and title for 24 h, would
@@ -890,7 +889,7 @@ class Engine:
             bool(active),
         ))
 
-    def _mark_active(self, row: DecisionRow) -> None:
+    def _mark_active(self, row: DecisionRecord) -> None:
         """An inactive decision was activated: its sticky session (if it is still the live one) says so."""
         with self._choose_lock:
             raw = self._sessions.get(row.user_id, {}).get(row.title_id)
@@ -930,7 +929,7 @@ class Engine:
         user = self._with_taste(user, view)
         excl = frozenset(exclude)
         out: list[TitleChoice | None] = []  # None: a slot filled once the policy has chosen
-        fresh: list[NewDecision] = []
+        fresh: list[DecisionRecord] = []
         fsets: dict[str, str] = {}
         with self._choose_lock:
             now = self.clock()
@@ -967,19 +966,22 @@ class Engine:
             # One policy call for the page: per-user work is shared across its titles.
             made = chooser.choose_many(user, [TitleRequest(tid, tv.candidates, tv.pinned, tv.disabled)
                                               for _, tid, tv in pending], excl)
+            ctx = user.to_dict()
             for (slot, tid, tv), d in zip(pending, made):
                 if isinstance(d, PolicyError):
                     code = "no_candidates" if isinstance(d, NoCandidatesError) else "policy_error"
                     out[slot] = TitleChoice(tid, error=code, message=str(d))
                     continue
-                nd = NewDecision(uuid.uuid4().hex, tid, list(d.distribution), tv.fs_key, d.chosen,
-                                 float(d.probability), dict(d.distribution), d.policy, int(d.version), activate)
+                # Features by key (`fs_key`), not per decision: the log stores each feature set once.
+                nd = DecisionRecord(uuid.uuid4().hex, now, user.user_id, tid, ctx, list(d.distribution), [], d.chosen,
+                                    float(d.probability), d.policy, int(d.version), None, dict(d.distribution),
+                                    tv.fs_key, activate)
                 fresh.append(nd)
                 fsets[tv.fs_key] = tv.fs_json
                 out[slot] = TitleChoice(tid, d.chosen, self._image_url(d.chosen), nd.event_id, nd.probability,
                                         nd.policy, nd.version, active=activate)
             # Logged (committed) before anyone sees the answer: a choice we cannot log is not served.
-            self.events.log_page(now, user.user_id, user.to_dict(), fresh, fsets,
+            self.events.log_page(now, user.user_id, ctx, fresh, fsets,
                                  now + self.config.feedback_window_s, now + self.config.session_ttl_s)
             for nd in fresh:
                 self._remember_session(user.user_id, nd.title_id, nd, now + self.config.session_ttl_s, nd.active)
@@ -1228,8 +1230,7 @@ class Engine:
         held): another replica may have served this user, and the user must see the same artwork
         whichever replica answers. The log's rows win over this replica's memory."""
         for row in self.events.user_sessions(user_id, now):
-            self._remember_session(user_id, row.title_id, row, row.session_expires,  # type: ignore[attr-defined]
-                                   active=row.active)
+            self._remember_session(user_id, row.title_id, row, row.session_expires, active=row.active)
         return self._sessions.get(user_id, {})
 
     def user_session(self, user_id: str) -> dict[str, Any]:

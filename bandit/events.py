@@ -10,7 +10,9 @@ because it has a single writer.
 Why SQLite and not the Parquet decision log: the server must have a decision on disk *before* it
 answers, join feedback to it later, close reward windows after a restart and know which events a
 policy snapshot already includes. All of that is transactional row updates, which Parquet is not.
-`EventLog.records()` converts back to `DecisionRecord`s for offline evaluation.
+Reads return `bandit.decisions.DecisionRecord`, the one decision type from here to the policy and
+the Parquet log, with the JSON columns decoded; `records()`, for offline evaluation, resolves their
+candidate features and leaves out the log's bookkeeping, as a Parquet log holds them.
 
 Durability: WAL with synchronous=NORMAL. A commit is in the WAL file (the OS page cache) when
 `commit` returns, so a process killed with SIGKILL loses nothing it acknowledged; only a power
@@ -45,6 +47,7 @@ commit one transaction at a time in learn_seq order (see bandit/events_pg.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -61,8 +64,8 @@ from artwork.sqlite import WalDatabase, connect_wal
 from artwork.store import stored_schema_version
 from bandit.decisions import DecisionRecord
 
-__all__ = ["BaseEventLog", "EventLog", "EventLogError", "EventLogUnavailable", "DecisionRow", "FinalizeResult",
-           "NewDecision", "SCHEMA", "SCHEMA_VERSION", "is_event_log_url", "mask_url", "open_event_log"]
+__all__ = ["BaseEventLog", "EventLog", "EventLogError", "EventLogUnavailable", "FinalizeResult", "SCHEMA",
+           "SCHEMA_VERSION", "is_event_log_url", "mask_url", "open_event_log"]
 
 # 2: the `corrections` table and `decisions.late_seq` (late clicks). Logs written by version 1
 # are migrated when opened (see `EventLog._migrate`).
@@ -143,53 +146,31 @@ _MAX_LEARN_SEQ = (
 )
 
 
-@dataclass
-class DecisionRow:
-    """One logged decision as stored (JSON columns still encoded; the engine decodes what it needs)."""
+def _loads(text: str) -> Any:
+    # A column that does not decode (the log was edited by hand) reads as None, so the learn loop
+    # quarantines that one event instead of every replay stopping at it.
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None
 
-    seq: int
-    event_id: str
-    time: float
-    user_id: str
-    title_id: str
-    candidates: str  # JSON list of offered artwork ids, in order
-    fs_key: str
-    chosen: str
-    probability: float
-    distribution: str  # JSON artwork_id -> probability
-    policy: str
-    version: int
-    deadline: float
-    status: str
-    reward: float | None
-    learn_seq: int | None
-    context: str  # JSON UserContext.to_dict()
-    late_seq: int | None = None  # learn_seq of the late click that corrected the reward-0 close
-    upgrade_seq: int | None = None  # learn_seq of the latest ladder upgrade (a correction too)
-    inactive: int = 0  # 1: logged with activate=false and not activated yet (no window running)
-    # Set only on a correction learn event (from `finalized_after` / `FinalizeResult.learn`): the
-    # reward learned before; `reward` and `learn_seq` are then the correction's.
-    old_reward: float | None = None
 
-    @classmethod
-    def from_sql(cls, row: Sequence[Any]) -> DecisionRow:
-        """Build from a row selected with `_DECISION_COLS` (or `_LEARN_EVENTS`)."""
-        return cls(*row)
+def _record(r: Sequence[Any], old_reward: float | None = None, session_expires: float | None = None,
+            bookkeeping: bool = True) -> DecisionRecord:
+    """A row selected with `_cols()` as a DecisionRecord, its JSON columns decoded (here, once).
 
-    @property
-    def late(self) -> bool:
-        """Closed at reward 0, then corrected by a late click."""
-        return self.late_seq is not None
-
-    @property
-    def active(self) -> bool:
-        """Rendered (activated at choose or later): its feedback window runs."""
-        return not self.inactive
-
-    @property
-    def is_correction(self) -> bool:
-        """This row is a correction learn event (learn with `Policy.relearn`), not a first outcome."""
-        return self.old_reward is not None
+    Candidate features stay behind their `fs_key`: one feature set serves many rows, so the reader
+    that needs them (the engine's learn path, `records`) resolves and caches it. `bookkeeping=False`
+    leaves the log's own fields at their defaults: the record as the Parquet log holds it.
+    """
+    (seq, event_id, time, user_id, title_id, candidates, fs_key, chosen, probability, distribution, policy, version,
+     deadline, status, reward, learn_seq, context, late_seq, upgrade_seq, inactive) = r[:20]
+    decision = (event_id, time, user_id, title_id, _loads(context), _loads(candidates), [], chosen, probability,
+                policy, version, reward, _loads(distribution))
+    if not bookkeeping:
+        return DecisionRecord(*decision)
+    return DecisionRecord(*decision, fs_key, not inactive, seq, deadline, status, learn_seq, late_seq, upgrade_seq,
+                          old_reward, session_expires)
 
 
 @dataclass
@@ -197,30 +178,14 @@ class FinalizeResult:
     """Outcome of posting feedback for one event."""
 
     status: str  # "joined" | "late" | "upgraded" | "duplicate" | "conflict" | "not_found" | "expired"
-    row: DecisionRow | None = None  # the decision, when it exists
+    row: DecisionRecord | None = None  # the decision, when it exists
     reward: float | None = None  # the reward now on record (for duplicates: the original one)
     finalized: bool = False  # True when this call joined or closed the decision (its window was open)
     # The learn events this call wrote, in learn_seq order (a window closed here at reward 0, then a
     # late click's correction): what the caller must learn, as `finalized_after` would replay them.
-    learn: list[DecisionRow] = field(default_factory=list)
+    learn: list[DecisionRecord] = field(default_factory=list)
     posted: float | None = None  # for a conflict: the refused reward (`reward` is the recorded one)
     activated: bool = False  # this post activated an inactive decision first
-
-
-@dataclass
-class NewDecision:
-    """What the engine hands `log_page` for one fresh decision."""
-
-    event_id: str
-    title_id: str
-    candidates: list[str]
-    fs_key: str
-    chosen: str
-    probability: float
-    distribution: dict[str, float]
-    policy: str
-    version: int
-    active: bool = True  # False: logged with activate=false, no window until activated
 
 
 def _implied(flags: set[str]) -> set[str]:
@@ -388,7 +353,7 @@ class BaseEventLog:
         now: float,
         user_id: str,
         context: dict[str, Any],
-        decisions: Sequence[NewDecision],
+        decisions: Sequence[DecisionRecord],
         featuresets: dict[str, str],
         deadline: float,
         session_expires: float,
@@ -397,7 +362,8 @@ class BaseEventLog:
 
         `featuresets` maps fs_key -> JSON for the feature sets the decisions reference; existing
         keys are left alone (same key, same content). A decision with `active=False` is stored
-        inactive: deadline +inf (no close picks it) and no impression until `activate`.
+        inactive: deadline +inf (no close picks it) and no impression until `activate`. The page is
+        one request: `now`, `user_id` and `context` are stored once for all its decisions.
         """
         if not decisions:
             return
@@ -433,7 +399,7 @@ class BaseEventLog:
             shown = Counter(d.chosen for d in decisions if d.active)
             db.executemany(_ADD_IMPRESSIONS, sorted(shown.items()))
 
-    def activate(self, event_id: str, deadline: float) -> tuple[str, DecisionRow | None]:
+    def activate(self, event_id: str, deadline: float) -> tuple[str, DecisionRecord | None]:
         """Start an inactive decision's window (it was rendered): ("activated", row) with `deadline`
         set and its impression counted; ("already_active", row) for an active one, whatever its
         status (idempotent); ("not_found", None)."""
@@ -443,10 +409,10 @@ class BaseEventLog:
                 return "not_found", None
             if row.active or not self._activate(db, row, deadline):
                 return "already_active", row
-            return "activated", self._select_decision(db, event_id)
+            return "activated", self._reread(db, row)
 
     @staticmethod
-    def _activate(db: Any, row: DecisionRow, deadline: float) -> bool:
+    def _activate(db: Any, row: DecisionRecord, deadline: float) -> bool:
         """Activate `row`; False when it was active already (the impression is counted once)."""
         if db.execute("UPDATE decisions SET inactive=0, deadline=? WHERE event_id=? AND inactive=1",
                       (deadline, row.event_id)).rowcount != 1:
@@ -454,13 +420,13 @@ class BaseEventLog:
         db.execute(_ADD_IMPRESSIONS, (row.chosen, 1))
         return True
 
-    def decision(self, event_id: str) -> DecisionRow | None:
+    def decision(self, event_id: str) -> DecisionRecord | None:
         """One decision by event id."""
         rows = self._query(
             f"SELECT {_DECISION_COLS} FROM decisions d JOIN requests r USING (request_id) WHERE d.event_id=?",
             (event_id,),
         )
-        return DecisionRow.from_sql(rows[0]) if rows else None
+        return _record(rows[0]) if rows else None
 
     def featureset(self, fs_key: str) -> str | None:
         """The JSON feature set {artwork_id: features} stored under `fs_key`."""
@@ -477,9 +443,9 @@ class BaseEventLog:
     def _next_learn_seq(self, db: Any) -> int:
         return int(db.execute(self._ALLOC_SEQ).fetchone()[0])
 
-    def _learn_events(self, db: Any, after: int, limit: int | None = None) -> list[DecisionRow]:
+    def _learn_events(self, db: Any, after: int, limit: int | None = None) -> list[DecisionRecord]:
         lim = self._NO_LIMIT if limit is None else limit
-        return [DecisionRow.from_sql(r) for r in db.execute(_LEARN_EVENTS, (after, after, lim)).fetchall()]
+        return [_record(r, r[20]) for r in db.execute(_LEARN_EVENTS, (after, after, lim)).fetchall()]
 
     def _finalize(self, db: Any, event_id: str, reward: float, status: str, now: float) -> int:
         learn_seq = self._next_learn_seq(db)
@@ -492,13 +458,25 @@ class BaseEventLog:
             raise RuntimeError(f"decision {event_id!r} is not open: its window was finalized already")
         return int(learn_seq)
 
-    def _select_decision(self, db: Any, event_id: str, lock: bool = False) -> DecisionRow | None:
+    def _select_decision(self, db: Any, event_id: str, lock: bool = False) -> DecisionRecord | None:
         row = db.execute(
             f"SELECT {_DECISION_COLS} FROM decisions d JOIN requests r USING (request_id) WHERE d.event_id=?"
             + (self._FOR_UPDATE if lock else ""),
             (event_id,),
         ).fetchone()
-        return DecisionRow.from_sql(row) if row else None
+        return _record(row) if row else None
+
+    @staticmethod
+    def _reread(db: Any, row: DecisionRecord) -> DecisionRecord:
+        """`row` as this transaction left it. Only the log's state columns change after a decision is
+        logged, so they alone are read again; its decoded context, candidates and distribution are
+        kept (decoding them is most of a feedback post's reading)."""
+        status, deadline, reward, learn_seq, late_seq, upgrade_seq, inactive = db.execute(
+            "SELECT status, deadline, reward, learn_seq, late_seq, upgrade_seq, inactive FROM decisions WHERE event_id=?",
+            (row.event_id,),
+        ).fetchone()
+        return dataclasses.replace(row, status=status, deadline=deadline, reward=reward, learn_seq=learn_seq,
+                                   late_seq=late_seq, upgrade_seq=upgrade_seq, active=not inactive)
 
     @staticmethod
     def _count_outcome(db: Any, artwork_id: str, reward: float) -> None:
@@ -536,8 +514,7 @@ class BaseEventLog:
                 return FinalizeResult("not_found")
             activated = not row.active and self._activate(db, row, now + activate_window)
             if activated:
-                row = self._select_decision(db, event_id)
-                assert row is not None
+                row = self._reread(db, row)
             fb = db.execute("SELECT reward, click, play FROM feedback WHERE event_id=?", (event_id,)).fetchone()
             if fb is None and (row.status == "joined" or row.late):  # a feedback row lost by an old build
                 fb = (row.reward, None, None)
@@ -547,14 +524,13 @@ class BaseEventLog:
                 self._insert_feedback(db, event_id, now, reward, click, play)
                 self._finalize(db, event_id, reward, "joined", now)
                 self._count_outcome(db, row.chosen, reward)
-                return FinalizeResult("joined", self._select_decision(db, event_id), reward, finalized=True,
+                return FinalizeResult("joined", self._reread(db, row), reward, finalized=True,
                                       learn=self._learn_events(db, first - 1), activated=activated)
             closed_here = row.status == "open"
             if closed_here:
                 self._finalize(db, event_id, 0.0, "closed", now)
                 self._count_outcome(db, row.chosen, 0.0)
-                row = self._select_decision(db, event_id)
-                assert row is not None
+                row = self._reread(db, row)
             if reward <= 0:
                 db.execute(
                     "INSERT INTO meta(key, value) VALUES ('feedback_expired', '1') "
@@ -565,10 +541,10 @@ class BaseEventLog:
             old = float(row.reward or 0.0)
             self._insert_feedback(db, event_id, now, reward, click, play)
             self._correct(db, row, now, old, reward, "late")
-            return FinalizeResult("late", self._select_decision(db, event_id), reward, finalized=closed_here,
+            return FinalizeResult("late", self._reread(db, row), reward, finalized=closed_here,
                                   learn=self._learn_events(db, first - 1), activated=activated)
 
-    def _correct(self, db: Any, row: DecisionRow, now: float, old: float, new: float, kind: str) -> int:
+    def _correct(self, db: Any, row: DecisionRecord, now: float, old: float, new: float, kind: str) -> int:
         """Log a reward change of a finalized decision as a correction with the next learn_seq."""
         seq = self._next_learn_seq(db)
         db.execute(
@@ -584,7 +560,7 @@ class BaseEventLog:
         )
         return seq
 
-    def _ladder(self, db: Any, row: DecisionRow, fb: Sequence[Any], reward: float,
+    def _ladder(self, db: Any, row: DecisionRecord, fb: Sequence[Any], reward: float,
                 click: bool | None, play: bool | None, w: Mapping[str, float], now: float,
                 activated: bool) -> FinalizeResult:
         """A post for an event that already has its feedback (joined, or late): the upgrade ladder.
@@ -633,7 +609,7 @@ class BaseEventLog:
         if new == recorded:  # a new flag worth no more than the reward on record: nothing to learn
             return FinalizeResult("upgraded", row, recorded, activated=activated)
         seq = self._correct(db, row, now, recorded, new, "upgrade")
-        return FinalizeResult("upgraded", self._select_decision(db, row.event_id), new,
+        return FinalizeResult("upgraded", self._reread(db, row), new,
                               learn=self._learn_events(db, seq - 1), activated=activated)
 
     @staticmethod
@@ -644,7 +620,7 @@ class BaseEventLog:
             (event_id, now, reward, None if click is None else int(click), None if play is None else int(play)),
         )
 
-    def close_expired(self, now: float, limit: int = 5000) -> list[DecisionRow]:
+    def close_expired(self, now: float, limit: int = 5000) -> list[DecisionRecord]:
         """Close up to `limit` open decisions whose window has passed (reward 0), oldest deadline first.
 
         Returns the closed rows in learn_seq order, for the caller to learn from. With several
@@ -666,7 +642,7 @@ class BaseEventLog:
                            [(n, a) for a, n in sorted(closed.items())])
             return self._learn_events(db, first - 1)
 
-    def finalized_after(self, learn_seq: int, batch: int = 2000) -> Iterator[DecisionRow]:
+    def finalized_after(self, learn_seq: int, batch: int = 2000) -> Iterator[DecisionRecord]:
         """Every learn event with learn_seq > `learn_seq`, in learn_seq order (restart replay).
 
         Decisions (as finalized: reward 0 for a window closed before a late click) and corrections
@@ -674,7 +650,7 @@ class BaseEventLog:
         """
         last = learn_seq
         while True:
-            rows = [DecisionRow.from_sql(r) for r in self._query(_LEARN_EVENTS, (last, last, batch))]
+            rows = [_record(r, r[20]) for r in self._query(_LEARN_EVENTS, (last, last, batch))]
             if not rows:
                 return
             for row in rows:
@@ -686,27 +662,22 @@ class BaseEventLog:
         return int(self._query(self._MAX_SEQ)[0][0])
 
     # -- sessions ---------------------------------------------------------------------------------
-    def active_sessions(self, now: float) -> list[DecisionRow]:
+    def active_sessions(self, now: float) -> list[DecisionRecord]:
         """The decision behind every (user, title) session that has not expired."""
         return self._sessions_where("s.expires > ?", (now,))
 
-    def user_sessions(self, user_id: str, now: float) -> list[DecisionRow]:
+    def user_sessions(self, user_id: str, now: float) -> list[DecisionRecord]:
         """`active_sessions` of one user (the sessions primary key's prefix): what a chooser replica
         reads for a user it has not served, since another replica may have."""
         return self._sessions_where("s.user_id = ? AND s.expires > ?", (user_id, now))
 
-    def _sessions_where(self, cond: str, args: tuple) -> list[DecisionRow]:
+    def _sessions_where(self, cond: str, args: tuple) -> list[DecisionRecord]:
         rows = self._query(
             f"SELECT {_DECISION_COLS}, s.expires FROM sessions s JOIN decisions d ON d.event_id = s.event_id "
             f"JOIN requests r ON r.request_id = d.request_id WHERE {cond}",
             args,
         )
-        out = []
-        for r in rows:
-            row = DecisionRow.from_sql(r[:-1])
-            row.session_expires = float(r[-1])  # type: ignore[attr-defined]
-            out.append(row)
-        return out
+        return [_record(r, session_expires=float(r[20])) for r in rows]
 
     def purge_sessions(self, now: float) -> int:
         """Delete expired sessions; returns how many."""
@@ -793,20 +764,14 @@ class BaseEventLog:
         for r in self._query(
             f"SELECT {_DECISION_COLS} FROM decisions d JOIN requests r USING (request_id) ORDER BY d.seq"
         ):
-            row = DecisionRow.from_sql(r)
-            if row.fs_key not in fs_cache:
-                fs_cache[row.fs_key] = json.loads(self.featureset(row.fs_key) or "{}")
-            feats = fs_cache[row.fs_key]
-            cands = json.loads(row.candidates)
-            out.append(
-                DecisionRecord(
-                    event_id=row.event_id, time=row.time, user_id=row.user_id, title_id=row.title_id,
-                    context=json.loads(row.context), candidates=cands,
-                    candidate_features=[dict(feats.get(a, {})) for a in cands], chosen=row.chosen,
-                    probability=row.probability, policy=row.policy, version=row.version, reward=row.reward,
-                    distribution=json.loads(row.distribution),
-                )
-            )
+            # What an export and offline evaluation compare with a Parquet log: the decision, not
+            # where it sits in this log.
+            rec, fs_key = _record(r, bookkeeping=False), r[6]
+            if fs_key not in fs_cache:
+                fs_cache[fs_key] = json.loads(self.featureset(fs_key) or "{}")
+            feats = fs_cache[fs_key]
+            rec.candidate_features = [dict(feats.get(a, {})) for a in rec.candidates]
+            out.append(rec)
         return out
 
 

@@ -33,11 +33,14 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bandit.policy import PolicyError, atomic_write_bytes
+
+if TYPE_CHECKING:
+    from bandit.decisions import DecisionRecord
 
 __all__ = ["TRAINED_ON", "TRAINED_IDS", "TRAINED_REWARDS", "SIDECAR", "SET_ASIDE", "LineageError", "TrainedRows",
            "SnapshotInfo", "event_hash", "id_hashes", "record_training", "trained_rows", "file_sha256",
@@ -143,7 +146,7 @@ class TrainedRows:
         got = _training(path)
         return None if got is None else cls(got[1], got[2], got[0])
 
-    def adjust(self, row: Any) -> Any | None:
+    def adjust(self, row: DecisionRecord) -> DecisionRecord | None:
         """`row` as the policy still has to learn it, or None when training already learned it."""
         h = event_hash(row.event_id)
         if h not in self._reward:

@@ -28,7 +28,8 @@ from click.testing import CliRunner
 
 from bandit.cli import cli
 from bandit.engine import Engine, EngineConfig
-from bandit.events import (SCHEMA_VERSION, BaseEventLog, EventLog, EventLogError, EventLogUnavailable, NewDecision,
+from bandit.decisions import DecisionRecord
+from bandit.events import (SCHEMA_VERSION, BaseEventLog, EventLog, EventLogError, EventLogUnavailable,
                            open_event_log)
 from bandit.features import UserContext
 from bandit.server import free_port
@@ -37,6 +38,13 @@ from servekit import ROOT, LiveServer, build_catalog
 
 WINDOW = 10.0
 SECRET = "hunter2-not-a-real-password"
+
+
+def _fresh(event_id: str, title_id: str, chosen: str, distribution: dict[str, float], *, active: bool = True,
+           policy: str = "thompson") -> DecisionRecord:
+    """A decision as the engine hands it to `log_page` (the page's time, user and context are log_page's)."""
+    return DecisionRecord(event_id, 0.0, "", title_id, {}, list(distribution), [], chosen, distribution[chosen], policy,
+                          0, None, distribution, fs_key="fs", active=active)
 
 
 class Clock:
@@ -232,12 +240,10 @@ def test_log_level_contract(tmp_path: Path, events_spec: str) -> None:
     log = open_event_log(events_spec)
     try:
         assert log.get_meta("schema_version") == str(SCHEMA_VERSION) and log.max_learn_seq() == 0
-        page = [NewDecision(f"e{i}", f"t{i}", ["a", "b"], "fs", "a", 0.5, {"a": 0.5, "b": 0.5}, "thompson", 0,
-                            active=i < 2) for i in range(3)]
+        page = [_fresh(f"e{i}", f"t{i}", "a", {"a": 0.5, "b": 0.5}, active=i < 2) for i in range(3)]
         log.log_page(10.0, "u", {"user_id": "u"}, [], {}, 20.0, 99.0)  # an empty page writes nothing
         log.log_page(10.0, "u", {"user_id": "u"}, page, {"fs": '{"a":{"x":1.0}}'}, 20.0, 99.0)
-        log.log_page(11.0, "v", {"user_id": "v"}, [NewDecision("f0", "t0", ["a"], "fs", "a", 1.0, {"a": 1.0},
-                                                                "thompson", 0)], {"fs": "ignored"}, 21.0, 99.0)
+        log.log_page(11.0, "v", {"user_id": "v"}, [_fresh("f0", "t0", "a", {"a": 1.0})], {"fs": "ignored"}, 21.0, 99.0)
         assert log.featureset("fs") == '{"a":{"x":1.0}}'  # same key: the first content stays
         assert log.artwork_stats(["a", "zz"]) == {"a": (3, 0, 0, 0.0)}  # the inactive one is not an impression
         joined = log.join_feedback("e0", 0.5, 15.0)
@@ -329,9 +335,9 @@ def test_a_dropped_connection_is_a_store_error_then_reconnects(pg_url: str) -> N
         time.sleep(0.2)
         # What the server answers with a 503 (sqlite3.Error): the caller retries, nothing half-written.
         with pytest.raises(EventLogUnavailable):
-            log.log_page(1.0, "u", {}, [NewDecision("x", "t", ["a"], "fs", "a", 1.0, {"a": 1.0}, "p", 0)],
+            log.log_page(1.0, "u", {}, [_fresh("x", "t", "a", {"a": 1.0}, policy="p")],
                          {"fs": "{}"}, 5.0, 9.0)
-        log.log_page(1.0, "u", {}, [NewDecision("x", "t", ["a"], "fs", "a", 1.0, {"a": 1.0}, "p", 0)],
+        log.log_page(1.0, "u", {}, [_fresh("x", "t", "a", {"a": 1.0}, policy="p")],
                      {"fs": "{}"}, 5.0, 9.0)
         assert log.counts()["decisions"] == 1 and log._query("SELECT pg_backend_pid()")[0][0] != pid
     finally:
@@ -370,8 +376,8 @@ def _writer(k: int, url: str, start: multiprocessing.synchronize.Event, out: mul
     start.wait()
     for i in range(PAGES):
         now = time.time()
-        page = [NewDecision(f"w{k}-{i}-{j}", f"t{j}", ["a", "b", "c"], "fs", "abc"[(i + j + k) % 3], 1 / 3,
-                            {x: 1 / 3 for x in "abc"}, "thompson", 0, active=not (i % 5 == 3 and j == 2))
+        page = [_fresh(f"w{k}-{i}-{j}", f"t{j}", "abc"[(i + j + k) % 3], {x: 1 / 3 for x in "abc"},
+                       active=not (i % 5 == 3 and j == 2))
                 for j in range(3)]
         # Half the pages' sessions are expired already: the purges below delete rows pages rewrite.
         log.log_page(now, f"user{i % 4}", {"user_id": f"user{i % 4}"}, page, {"fs": "{}"},

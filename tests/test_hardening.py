@@ -215,6 +215,31 @@ def test_a_row_the_policy_cannot_learn_is_quarantined_live_and_skipped_at_restar
         eng.close()
 
 
+def test_a_log_row_whose_json_does_not_decode_is_quarantined_not_a_wedge(tmp_path: Path) -> None:
+    # The log decodes its JSON columns where it reads them; a column edited into garbage must cost
+    # that one learn event, as it did when the engine decoded them, not every replay after it.
+    store = tmp_path / "c.db"
+    build_catalog(store, n_titles=3)
+    clock = Clock()
+    cfg = EngineConfig(feedback_window_s=10.0)
+    eng = Engine(store, cfg, clock=clock, start_timer=False).start()
+    eng.choose(UserContext("u"), ["t00", "t01", "t02"])
+    kill(eng)
+    db = sqlite3.connect(f"{store}.events.db")
+    with db:
+        db.execute("UPDATE decisions SET candidates='[not json' WHERE title_id='t01'")
+    db.close()
+    eng = Engine(store, cfg, clock=clock, start_timer=False).start()
+    try:
+        clock.t += 60
+        assert eng.close_expired() == 3 and eng.learned_seq == 3
+        assert eng.counters["learned"] == 2 and eng.counters["quarantined"] == 1
+        [eid] = eng.events.quarantined().values()
+        assert eng.events.decision(eid).title_id == "t01"
+    finally:
+        eng.close()
+
+
 def test_poisoned_row_in_the_log_does_not_block_a_restart_after_sigkill(tmp_path: Path) -> None:
     store = tmp_path / "c.db"
     build_catalog(store, n_titles=3)
