@@ -245,7 +245,7 @@ class _ArmStats:
             centre = self.sx / self.n
             cov = self.sxx - self.n * np.outer(centre, centre)
             cross = self.sxy - centre * self.sy
-            cov[np.diag_indices_from(cov)] += ridge
+            cov.flat[::cov.shape[0] + 1] += ridge  # the diagonal, without building index arrays
             self._fit = (np.linalg.solve(cov, cross), centre)
         return self._fit
 
