@@ -92,11 +92,19 @@ class Learner:
         self.engine.close()  # the final snapshot, then the store lock goes
 
 
-def _chooser_app(cfg: ServeConfig, replicas: int, cpus: float) -> Any:
+#: With --max-replicas, Serve adds a replica when the replicas average more requests in flight than
+#: this (a 40-title page is ~8 ms of CPU: 8 in flight is a replica's core busy for ~60 ms of queue).
+TARGET_ONGOING_REQUESTS = 8
+
+
+def _chooser_app(cfg: ServeConfig, replicas: int, cpus: float, max_replicas: int | None = None) -> Any:
     # The FastAPI app is built inside each replica (a builder, not an app object): every replica
     # gets its own Engine from the app's lifespan, closed when Serve stops the replica.
-    @serve.deployment(name="chooser", num_replicas=replicas, ray_actor_options={"num_cpus": cpus},
-                      max_ongoing_requests=32, health_check_period_s=2.0)
+    size: dict[str, Any] = ({"num_replicas": replicas} if max_replicas is None else
+                            {"autoscaling_config": {"min_replicas": replicas, "max_replicas": max_replicas,
+                                                    "target_ongoing_requests": TARGET_ONGOING_REQUESTS}})
+    @serve.deployment(name="chooser", ray_actor_options={"num_cpus": cpus},
+                      max_ongoing_requests=32, health_check_period_s=2.0, **size)
     @serve.ingress(lambda: create_app(cfg))
     class Chooser:
         def replica_pid(self) -> int:
@@ -111,8 +119,9 @@ class RayService:
 
     learner: Any  # ActorHandle of Learner
     url: str
-    replicas: int
+    replicas: int  # at start (the minimum, when autoscaling)
     started_ray: bool
+    max_replicas: int | None = None  # autoscaling up to this many; None: a fixed count
 
     def replica_pids(self, tries: int = 200) -> set[int]:
         """The chooser replicas' pids (asked through the deployment handle until all have answered)."""
@@ -143,8 +152,9 @@ class RayService:
 
 
 def start(cfg: ServeConfig, *, replicas: int = 2, address: str | None = None, reload_interval_s: float = 1.0,
-          learner_snapshot_s: float = LEARNER_SNAPSHOT_S) -> RayService:
-    """Start (or join) Ray, the learner actor, then `replicas` chooser replicas on cfg.host:cfg.port.
+          learner_snapshot_s: float = LEARNER_SNAPSHOT_S, max_replicas: int | None = None) -> RayService:
+    """Start (or join) Ray, the learner actor, then `replicas` chooser replicas on cfg.host:cfg.port
+    (with `max_replicas`, Serve autoscales between the two on requests in flight).
 
     The learner starts first and snapshots what it restored, so the replicas begin from the
     current policy rather than a blank one.
@@ -156,7 +166,7 @@ def start(cfg: ServeConfig, *, replicas: int = 2, address: str | None = None, re
     # Ask for a CPU per process when the cluster has them, else share what there is, so that the
     # replicas and the learner always fit (a 2-core laptop, the tests).
     total = float(ray.cluster_resources().get("CPU", 1.0))
-    cpus = min(1.0, total / (replicas + 1))
+    cpus = min(1.0, total / ((max_replicas or replicas) + 1))
     learner_cfg = dataclasses.replace(cfg.engine, role="learner", snapshot_interval_s=learner_snapshot_s)
     learner = ray.remote(Learner).options(num_cpus=cpus, max_restarts=-1, max_task_retries=3).remote(
         cfg.store, learner_cfg)
@@ -164,8 +174,8 @@ def start(cfg: ServeConfig, *, replicas: int = 2, address: str | None = None, re
     chooser_cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, role="chooser",
                                                                       reload_interval_s=reload_interval_s))
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    serve.run(_chooser_app(chooser_cfg, replicas, cpus), name=APP_NAME, route_prefix="/")
-    return RayService(learner, f"http://{cfg.host}:{cfg.port}", replicas, started_ray)
+    serve.run(_chooser_app(chooser_cfg, replicas, cpus, max_replicas), name=APP_NAME, route_prefix="/")
+    return RayService(learner, f"http://{cfg.host}:{cfg.port}", replicas, started_ray, max_replicas)
 
 
 def serve_on_ray(cfg: ServeConfig, **kw: Any) -> None:
@@ -173,7 +183,9 @@ def serve_on_ray(cfg: ServeConfig, **kw: Any) -> None:
     import click
 
     svc = start(cfg, **kw)
-    click.echo(f"serving {cfg.store} on {svc.url} (docs at /docs): {svc.replicas} chooser replicas on Ray Serve, "
+    count = (f"{svc.replicas}" if svc.max_replicas is None else
+             f"{svc.replicas}-{svc.max_replicas} (autoscaling on requests in flight)")
+    click.echo(f"serving {cfg.store} on {svc.url} (docs at /docs): {count} chooser replicas on Ray Serve, "
                f"one learner actor; event log {StorePaths.of(cfg.store, cfg.engine.events).events}; Ctrl-C stops",
                err=True)
     try:

@@ -1476,7 +1476,10 @@ def _load_serve_config(ctx: click.Context, param: click.Parameter, path: str | N
 @click.option("--address", default=None, help="with --ray: the Ray cluster to join (HOST:PORT, auto) "
               "[default: a local Ray on this machine]")
 @click.option("--replicas", default=2, show_default=True, type=click.IntRange(min=1),
-              help="with --ray: chooser replicas")
+              help="with --ray: chooser replicas (the minimum, with --max-replicas)")
+@click.option("--max-replicas", default=None, type=click.IntRange(min=1),
+              help="with --ray: let Ray Serve autoscale the chooser replicas between --replicas and this many, "
+                   "on requests in flight [default: a fixed --replicas]")
 @click.option("--reload-interval", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="with --ray: seconds between a replica's checks for a newer policy snapshot; the learner "
                    "snapshots every 2 s unless --snapshot-interval is given")
@@ -1487,7 +1490,7 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
                   close_interval: float, reward_range: tuple[float, float], explore_share: float, durable: bool,
                   log_level: str, click_reward: float = 1.0, play_reward: float = 1.0, strict: bool = False,
                   ab: str | None = None, ab_share: float = 0.5, ray: bool = False, address: str | None = None,
-                  replicas: int = 2, reload_interval: float = 1.0) -> None:
+                  replicas: int = 2, reload_interval: float = 1.0, max_replicas: int | None = None) -> None:
     """Serve the decision API over HTTP (uvicorn; OpenAPI at /docs and /openapi.json)."""
     import uvicorn
 
@@ -1501,9 +1504,12 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
             raise click.UsageError("--ab-share needs --ab (the policy of arm B)")
         # By value, not by source: the example config file sets these to their defaults.
         given = [n for n, v, d in (("address", address, None), ("replicas", replicas, 2),
-                                   ("reload_interval", reload_interval, 1.0)) if v != d]
+                                   ("reload_interval", reload_interval, 1.0), ("max_replicas", max_replicas, None))
+                 if v != d]
         if given and not ray:
             raise click.UsageError(f"--{given[0].replace('_', '-')} is for serving on Ray: add --ray")
+        if max_replicas is not None and max_replicas < replicas:
+            raise click.UsageError(f"--max-replicas {max_replicas} is below --replicas {replicas} (the minimum)")
         eng_cfg = EngineConfig(events=events, snapshot_dir=snapshot_dir,
                                policy=policy if policy in POLICY_KINDS else POLICY_KINDS[0], deploy=policy,
                                ab=ab, ab_share=ab_share, exploration=exploration, seed=seed,
@@ -1539,7 +1545,8 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
                                        "pip install 'ray[serve]>=2.9', or leave out --ray") from None
         snap_given = ctx.get_parameter_source("snapshot_interval") not in (None, click.core.ParameterSource.DEFAULT)
         try:
-            serve_on_ray(cfg, replicas=replicas, address=address, reload_interval_s=reload_interval,
+            serve_on_ray(cfg, replicas=replicas, max_replicas=max_replicas, address=address,
+                         reload_interval_s=reload_interval,
                          learner_snapshot_s=snapshot_interval if snap_given else LEARNER_SNAPSHOT_S)
         except RayError as e:
             raise click.ClickException(str(e)) from None

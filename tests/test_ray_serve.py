@@ -240,6 +240,10 @@ def test_roles_are_checked_and_serve_flags_need_ray(tmp_path: Path) -> None:
     build_catalog(store, n_titles=2)
     res = CliRunner().invoke(cli, ["--store", str(store), "serve", "--replicas", "3"])
     assert res.exit_code == 2 and "--replicas is for serving on Ray: add --ray" in res.output
+    res = CliRunner().invoke(cli, ["--store", str(store), "serve", "--max-replicas", "3"])
+    assert res.exit_code == 2 and "--max-replicas is for serving on Ray: add --ray" in res.output
+    res = CliRunner().invoke(cli, ["--store", str(store), "serve", "--ray", "--replicas", "3", "--max-replicas", "2"])
+    assert res.exit_code == 2 and "--max-replicas 2 is below --replicas 3" in res.output
 
 
 # -- on Ray Serve ------------------------------------------------------------------------------------
@@ -384,9 +388,9 @@ def test_replicas_and_learner_survive_sigkill_under_load(tmp_path: Path, local_r
 
 
 def test_the_serve_command_with_ray_serves_and_stops_on_ctrl_c(tmp_path: Path, local_ray) -> None:
-    """`artwork serve --ray` as an operator runs it: joins the cluster, serves pages from a chooser
-    replica (role in /health), and on Ctrl-C stops the replicas and the learner, whose final snapshot
-    holds what it learned."""
+    """`artwork serve --ray` as an operator runs it: joins the cluster, autoscales 1-2 replicas,
+    serves pages from a chooser replica (role in /health), and on Ctrl-C stops the replicas and the
+    learner, whose final snapshot holds what it learned."""
     import subprocess
     import sys
 
@@ -397,7 +401,7 @@ def test_the_serve_command_with_ray_serves_and_stops_on_ctrl_c(tmp_path: Path, l
     address = local_ray.get_runtime_context().gcs_address
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTWORK_", "RAY_ADDRESS"))}
     cmd = [str(Path(sys.executable).parent / "artwork"), "--store", str(store), "serve", "--ray", "--address", address,
-           "--replicas", "1", "--port", str(port), "--feedback-window", "1", "--reload-interval", "0.5"]
+           "--replicas", "1", "--max-replicas", "2", "--port", str(port), "--feedback-window", "1", "--reload-interval", "0.5"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -409,6 +413,10 @@ def test_the_serve_command_with_ray_serves_and_stops_on_ctrl_c(tmp_path: Path, l
 
         health = _wait("serve --ray", up, timeout=90)
         assert health["role"] == "chooser" and health["replica"]["pid"] != proc.pid
+        from ray import serve
+
+        chooser = serve.status().applications["artwork"].deployments["chooser"]
+        assert 1 <= sum(chooser.replica_states.values()) <= 2, chooser
         with httpx.Client(base_url=url, timeout=10.0) as c:
             r = c.post("/v1/choose", json={"user_id": "u1", "titles": titles})
             assert r.status_code == 200, r.text
@@ -422,7 +430,7 @@ def test_the_serve_command_with_ray_serves_and_stops_on_ctrl_c(tmp_path: Path, l
             proc.kill()
             proc.wait(timeout=30)
     out = log.read_text()
-    assert "chooser replicas on Ray Serve" in out and "stopping" in out, out[-3000:]
+    assert "1-2 (autoscaling on requests in flight) chooser replicas on Ray Serve" in out and "stopping" in out, out[-3000:]
     # The learner's final snapshot (written on stop) holds the click it learned from the log.
     log_db = open_event_log(f"{store}.events.db")
     try:
