@@ -122,3 +122,12 @@ def pg_cluster() -> Iterator[PgCluster]:
 def pg_url(pg_cluster: PgCluster) -> str:
     """A fresh, empty database of the session's server."""
     return pg_cluster.database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def events_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's event log goes, once per backend: a SQLite file, or a fresh PostgreSQL
+    database (the server starts only for these). Import it beside `pg_url`, which it uses."""
+    if request.param == "sqlite":
+        return str(tmp_path / "log.events.db")
+    return request.getfixturevalue("pg_url")

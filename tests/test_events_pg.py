@@ -33,7 +33,7 @@ from bandit.events import (SCHEMA_VERSION, BaseEventLog, EventLog, EventLogError
                            open_event_log)
 from bandit.features import UserContext
 from bandit.server import free_port
-from pgkit import PgCluster, pg_cluster, pg_url  # noqa: F401 - fixtures
+from pgkit import PgCluster, pg_cluster, pg_url, events_spec  # noqa: F401 - fixtures
 from servekit import ROOT, LiveServer, build_catalog
 
 WINDOW = 10.0
@@ -55,12 +55,6 @@ class Clock:
         return self.t
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def events_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where the event log goes: a file, or a fresh PostgreSQL database (the server starts only for these)."""
-    if request.param == "sqlite":
-        return str(tmp_path / "log.events.db")
-    return request.getfixturevalue("pg_url")
 
 
 def engine(store: Path, clock: Clock, events: str, **cfg) -> Engine:

@@ -33,7 +33,7 @@ from bandit.events import BaseEventLog, open_event_log
 from bandit.features import UserContext
 from bandit.server import ServeConfig, free_port
 from bandit.storelock import StoreLocked
-from pgkit import pg_cluster, pg_url  # noqa: F401 - fixtures
+from pgkit import pg_cluster, pg_url, events_spec  # noqa: F401 - fixtures
 from servekit import build_catalog
 
 WINDOW = 10.0
@@ -47,11 +47,6 @@ class Clock:
         return self.t
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def events_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "c.db.events.db")
-    return request.getfixturevalue("pg_url")
 
 
 def engine(store: Path, clock: Clock, events: str, role: str, **cfg) -> Engine:
