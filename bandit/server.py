@@ -52,7 +52,7 @@ from starlette.routing import Match
 from artwork.paths import StorePaths
 from artwork.store import StoreError
 # The lock lives with the operator commands that take it too; re-exported here for callers of bandit.server.
-from bandit.storelock import StoreLocked, lock_store  # noqa: F401
+from bandit.storelock import StoreLocked, lock_store, unlock_store  # noqa: F401
 from bandit.policy import EXPLORATIONS
 from bandit.features import (MAX_EXCLUDE, MAX_HISTORY, MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_TASTE_KEY_CHARS, MAX_TASTE_KEYS,
                              MAX_USER_ID_CHARS, text_problem)
@@ -1535,7 +1535,28 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
             check_url(events)
         except EventLogError as e:
             raise click.BadParameter(str(e), param_hint="'--events'") from None
-    if ray:  # the learner actor takes the store lock, not this driver
+    try:
+        # Held (open) until the process exits; with --ray only until the checks below have passed,
+        # so a store another server holds, or a bad policy file, is one line before Ray starts.
+        lock_fd = lock_store(events_path)
+    except StoreLocked as e:
+        raise click.ClickException(f"store {store} is {e}") from None
+    except OSError as e:
+        raise click.ClickException(f"cannot lock {events_path}.lock: {e}") from None
+    except (ValueError, sqlite3.Error) as e:  # a bad or unreachable postgresql:// URL (its password masked)
+        raise click.ClickException(f"cannot serve {store}: {e}") from None
+    try:  # open the stores and read named policy files now: a bad file is one clear line, not a traceback
+        engine = Engine(store, eng_cfg)
+    except (StoreError, sqlite3.DatabaseError, ValueError) as e:
+        unlock_store(lock_fd)
+        raise click.ClickException(f"cannot serve {store}: {e}") from None
+    if not api_key:
+        click.echo("warning: no API key (--api-key or $ARTWORK_API_KEY): anyone who can reach this port can "
+                   "post choices, feedback and designer changes", err=True)
+    if ray:  # the learner actor takes the store lock, not this driver: checked above, given back here
+        engine.close()
+        unlock_store(lock_fd)
+        import ray as ray_module
         from bandit.distributed import RayError
 
         try:
@@ -1550,22 +1571,10 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
                          learner_snapshot_s=snapshot_interval if snap_given else LEARNER_SNAPSHOT_S)
         except RayError as e:
             raise click.ClickException(str(e)) from None
+        except ray_module.exceptions.RayError as e:  # the learner or a replica failed to start: its last line
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            raise click.ClickException(f"cannot serve {store} on Ray: {lines[-1] if lines else type(e).__name__}") from None
         return
-    try:
-        lock_fd = lock_store(events_path)  # held (open) until the process exits
-    except StoreLocked as e:
-        raise click.ClickException(f"store {store} is {e}") from None
-    except OSError as e:
-        raise click.ClickException(f"cannot lock {events_path}.lock: {e}") from None
-    except (ValueError, sqlite3.Error) as e:  # a bad or unreachable postgresql:// URL (its password masked)
-        raise click.ClickException(f"cannot serve {store}: {e}") from None
-    try:  # open the stores and read named policy files now: a bad file is one clear line, not a traceback
-        engine = Engine(store, eng_cfg)
-    except (StoreError, sqlite3.DatabaseError, ValueError) as e:
-        raise click.ClickException(f"cannot serve {store}: {e}") from None
-    if not api_key:
-        click.echo("warning: no API key (--api-key or $ARTWORK_API_KEY): anyone who can reach this port can "
-                   "post choices, feedback and designer changes", err=True)
     click.echo(f"serving {store} on http://{host}:{port} (docs at /docs)", err=True)
     app = create_app(cfg, engine)
     http = _read_timeout_protocol(read_timeout, app.state.overloaded_app) or "auto"

@@ -32,7 +32,7 @@ from bandit.engine import Engine, EngineConfig, _new_policy
 from bandit.events import BaseEventLog, open_event_log
 from bandit.features import UserContext
 from bandit.server import ServeConfig, free_port
-from bandit.storelock import StoreLocked
+from bandit.storelock import StoreLocked, lock_store, unlock_store
 from pgkit import pg_cluster, pg_url, events_spec  # noqa: F401 - fixtures
 from servekit import build_catalog
 
@@ -239,6 +239,17 @@ def test_roles_are_checked_and_serve_flags_need_ray(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--max-replicas is for serving on Ray: add --ray" in res.output
     res = CliRunner().invoke(cli, ["--store", str(store), "serve", "--ray", "--replicas", "3", "--max-replicas", "2"])
     assert res.exit_code == 2 and "--max-replicas 2 is below --replicas 3" in res.output
+    # Checked before Ray starts, with the words plain `serve` uses: a bad policy file, a held store.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a policy")
+    res = CliRunner().invoke(cli, ["--store", str(store), "serve", "--ray", "--policy", str(notes)])
+    assert res.exit_code == 1 and f"cannot serve {store}: policy {notes}: not a saved policy file" in res.output, res.output
+    fd = lock_store(f"{store}.events.db")
+    try:
+        res = CliRunner().invoke(cli, ["--store", str(store), "serve", "--ray"])
+        assert res.exit_code == 1 and f"store {store} is already served" in res.output, res.output
+    finally:
+        unlock_store(fd)
 
 
 # -- on Ray Serve ------------------------------------------------------------------------------------
