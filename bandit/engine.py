@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
@@ -49,6 +49,7 @@ from bandit.features import (MAX_EXCLUDE, MAX_ID_CHARS, MAX_TASTE_KEYS, Candidat
 from bandit.policy import BasePolicy, NoCandidatesError, PolicyError, TitleRequest
 from bandit.lineage import (SnapshotInfo, TrainedRows, file_sha256, keep_names, prune, snapshot_infos,
                             snapshot_name, write_sidecar)
+from bandit.sessions import Session, SessionTable
 from bandit.registry import DEFAULT_POLICY, POLICIES, load_policy, make_policy
 from bandit.split import SplitPolicy
 
@@ -223,18 +224,6 @@ class _CatalogView:
     vocab: frozenset[str] = frozenset()  # taste keys that can meet a candidate feature (features.taste_vocabulary)
 
 
-class _Session(NamedTuple):
-    """A sticky choice. Stored as a plain tuple (see `_remember_session`), read back with `_make`."""
-
-    event_id: str
-    chosen: str
-    probability: float
-    policy: str
-    version: int
-    expires: float
-    active: bool = True  # False: logged with activate=false and not activated yet
-
-
 def _content_type(data: bytes) -> str:
     if data[:3] == b"\xff\xd8\xff":
         return "image/jpeg"
@@ -364,7 +353,8 @@ class Engine:
         self.projection: EmbeddingProjection | None = None
         self._choose_lock = threading.Lock()  # sampling order + sticky sessions
         self._learn_lock = threading.RLock()  # "commit reward + learn" and snapshots
-        self._sessions: dict[str, dict[str, tuple]] = {}  # user -> title -> _Session fields
+        # Sticky sessions; a chooser replica shares the log's with the other replicas.
+        self.sessions = SessionTable(self.events, shared=self.config.role == "chooser")
         self._fs_cache: dict[str, dict[str, dict[str, float]]] = {}
         self._cand_cache: dict[tuple[str | None, tuple[str, ...]], list[Candidate]] = {}
         self.policy: BasePolicy = _new_policy(self.config)
@@ -420,8 +410,8 @@ class Engine:
                 self._restore_policy()
                 now = self.clock()
                 # A learner serves no pages: its sessions are the choosers' (in the log).
-                for row in self.events.active_sessions(now) if self.role == "all" else ():
-                    self._remember_session(row.user_id, row.title_id, row, row.session_expires, active=row.active)
+                if self.role == "all":  # a learner serves no pages: its sessions are the choosers' (in the log)
+                    self.sessions.load(now)
                 self.close_expired()
                 if self.role == "learner":  # what it restored and replayed, for the choosers at once
                     self.snapshot()
@@ -891,32 +881,14 @@ class Engine:
     def _image_url(self, artwork_id: str) -> str:
         return f"{self.config.image_url_prefix}/v1/artworks/{artwork_id}/image"
 
-    def _remember_session(self, user_id: str, title_id: str, row: DecisionRecord, expires: float,
-                          active: bool = True) -> None:
-        # An exact tuple of scalars, which CPython's cyclic GC stops tracking (it never untracks
-        # tuple subclasses): the session table, one entry per user and title for 24 h, would
-        # otherwise make every full collection longer, and those pauses were most of our p99.
-        self._sessions.setdefault(user_id, {})[title_id] = tuple(_Session(
-            row.event_id, row.chosen, float(row.probability), row.policy, int(row.version), float(expires),
-            bool(active),
-        ))
-
     def _mark_active(self, row: DecisionRecord) -> None:
-        """An inactive decision was activated: its sticky session (if it is still the live one) says so."""
         with self._choose_lock:
-            raw = self._sessions.get(row.user_id, {}).get(row.title_id)
-            if raw is not None and raw[0] == row.event_id:
-                self._sessions[row.user_id][row.title_id] = tuple(_Session._make(raw)._replace(active=True))
+            self.sessions.mark_active(row)
 
     def _purge_sessions(self) -> None:
         now = self.clock()
         with self._choose_lock:
-            for uid in list(self._sessions):
-                live = {t: s for t, s in self._sessions[uid].items() if _Session._make(s).expires > now}
-                if live:
-                    self._sessions[uid] = live
-                else:
-                    del self._sessions[uid]
+            self.sessions.purge(now)
         if self.role != "chooser":  # the log's sessions are shared: the learner purges them
             self.events.purge_sessions(now)
 
@@ -945,10 +917,7 @@ class Engine:
         fsets: dict[str, str] = {}
         with self._choose_lock:
             now = self.clock()
-            sessions = self._sessions.get(user.user_id, {})
-            if self.role == "chooser" and any(t in view.titles and (t not in sessions or sessions[t][5] <= now)
-                                              for t in title_ids):
-                sessions = self._load_user_sessions(user.user_id, now)
+            sessions = self.sessions.for_user(user.user_id, [t for t in title_ids if t in view.titles], now)
             explore = self.config.explore_share > 0 and self._explore_rng.random() < self.config.explore_share
             chooser = self._explorer if explore else self.policy
             wake: list[str] = []  # inactive repeats shown on an activate=True page
@@ -965,7 +934,7 @@ class Engine:
                     out.append(TitleChoice(tid, error="no_candidates", message=msg))
                     continue
                 raw = sessions.get(tid)
-                s = _Session._make(raw) if raw is not None else None
+                s = Session._make(raw) if raw is not None else None
                 if (s is not None and s.expires > now and s.chosen in allowed
                         and (tv.pinned is None or tv.pinned not in allowed or tv.pinned == s.chosen)):
                     if not s.active and activate:
@@ -996,9 +965,9 @@ class Engine:
             self.events.log_page(now, user.user_id, ctx, fresh, fsets,
                                  now + self.config.feedback_window_s, now + self.config.session_ttl_s)
             for nd in fresh:
-                self._remember_session(user.user_id, nd.title_id, nd, now + self.config.session_ttl_s, nd.active)
+                self.sessions.remember(user.user_id, nd.title_id, nd, now + self.config.session_ttl_s, nd.active)
             for tid in wake:
-                s = _Session._make(sessions[tid])
+                s = Session._make(sessions[tid])
                 if self.events.activate(s.event_id, now + self.config.feedback_window_s)[0] == "activated":
                     self.counters["activated"] += 1
                 sessions[tid] = tuple(s._replace(active=True))
@@ -1237,22 +1206,11 @@ class Engine:
             self.set_flags(tv.pinned, pinned=False)
         return {"title_id": title_id, "pinned": None}
 
-    def _load_user_sessions(self, user_id: str, now: float) -> dict[str, tuple]:
-        """A chooser's sessions of one user as the shared log has them (call with `_choose_lock`
-        held): another replica may have served this user, and the user must see the same artwork
-        whichever replica answers. The log's rows win over this replica's memory."""
-        for row in self.events.user_sessions(user_id, now):
-            self._remember_session(user_id, row.title_id, row, row.session_expires, active=row.active)
-        return self._sessions.get(user_id, {})
-
     def user_session(self, user_id: str) -> dict[str, Any]:
         """The user's live sticky choices; NotFoundError when the user has none."""
         now = self.clock()
         with self._choose_lock:
-            if self.role == "chooser":
-                self._load_user_sessions(user_id, now)
-            live = {t: _Session._make(s) for t, s in self._sessions.get(user_id, {}).items()}
-        live = {t: s for t, s in live.items() if s.expires > now}
+            live = self.sessions.live(user_id, now)
         if not live:
             raise NotFoundError(f"unknown user {user_id!r}: no decisions within the session TTL")
         return {"user_id": user_id, "titles": {t: {"artwork_id": s.chosen, "event_id": s.event_id,
