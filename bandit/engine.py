@@ -597,15 +597,21 @@ class Engine:
                           "a": deployment, "b": b_identity}
         self.counters["replayed"] = n
         self._deployment = deployment
-        self.lineage = {"snapshot": None, "kind": self.policy.kind, "policy": self.policy.name,
-                        "version": self.policy.version, "learned_seq": self.learned_seq, "created": None,
-                        "source": source or deployment["source"], "trained_rows": deployment.get("trained_rows"),
-                        "parent": info.name if info else None, "deployment": deployment}
+        self.lineage = self._lineage(source or deployment["source"], info.name if info else None)
         if source is not None:  # an explicit deployment: restarts restore it from here on
             self._snap_name = info.name if info else None
             self.snapshot(source=source, force=True)
         log.info("policy %s started at learn_seq %d (%d replayed): %s", self.policy.name, self.learned_seq, n,
                  source or deployment["source"])
+
+    def _lineage(self, source: str, parent: str | None, snapshot: str | None = None,
+                 created: float | None = None) -> dict[str, Any]:
+        """The running policy's lineage (bandit.lineage): a snapshot's sidecar, or what /health shows
+        before the first snapshot of a deployment is written."""
+        return {"snapshot": snapshot, "kind": self.policy.kind, "policy": self.policy.name,
+                "version": self.policy.version, "learned_seq": self.learned_seq, "created": created,
+                "source": source, "trained_rows": self._deployment.get("trained_rows"), "parent": parent,
+                "deployment": self._deployment}
 
     def _newest_snapshot(self, wanted: Callable[[SnapshotInfo], bool] | None = None
                          ) -> tuple[BasePolicy | None, SnapshotInfo | None]:
@@ -630,10 +636,7 @@ class Engine:
         if not self.reload():
             self._deployment = {"id": None, "source": f"a new {self.config.policy} policy (no snapshot yet: "
                                 "the learner has not written one)", "kind": self.config.policy}
-            self.lineage = {"snapshot": None, "kind": self.policy.kind, "policy": self.policy.name,
-                            "version": self.policy.version, "learned_seq": 0, "created": None,
-                            "source": self._deployment["source"], "trained_rows": None, "parent": None,
-                            "deployment": self._deployment}
+            self.lineage = self._lineage(self._deployment["source"], None)
 
     def reload(self) -> bool:
         """A chooser's policy update: serve the newest usable snapshot if it is not the one served and
@@ -815,10 +818,7 @@ class Engine:
             self.policy.save(path)
             if self._deployment.get("id") is None:  # a deployment is named after its first snapshot
                 self._deployment = {**self._deployment, "id": name}
-            lineage = {"snapshot": name, "kind": self.policy.kind, "policy": self.policy.name,
-                       "version": self.policy.version, "learned_seq": seq, "created": time.time(),
-                       "source": source or "learned online", "trained_rows": self._deployment.get("trained_rows"),
-                       "parent": self._snap_name, "deployment": self._deployment}
+            lineage = self._lineage(source or "learned online", self._snap_name, snapshot=name, created=time.time())
             write_sidecar(path, lineage)
             # Recorded after the file and its sidecar are complete: a crash in between leaves an
             # unrecorded file that restore ignores, never a record pointing at a partial model.

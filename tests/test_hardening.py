@@ -181,13 +181,19 @@ def test_engine_checks_titles_exclude_and_event_ids(tmp_path: Path) -> None:
 # -- quarantine --------------------------------------------------------------------------------------------
 
 
-def test_a_row_the_policy_cannot_learn_is_quarantined_live_and_skipped_at_restart(tmp_path: Path) -> None:
+def _three_open_decisions(tmp_path: Path) -> tuple[Path, Clock, EngineConfig, Engine]:
+    """A started engine that has logged one page of three titles, their windows open for 10 s."""
     store = tmp_path / "c.db"
     build_catalog(store, n_titles=3)
     clock = Clock()
     cfg = EngineConfig(feedback_window_s=10.0)
     eng = Engine(store, cfg, clock=clock, start_timer=False).start()
     eng.choose(UserContext("u"), ["t00", "t01", "t02"])
+    return store, clock, cfg, eng
+
+
+def test_a_row_the_policy_cannot_learn_is_quarantined_live_and_skipped_at_restart(tmp_path: Path) -> None:
+    store, clock, cfg, eng = _three_open_decisions(tmp_path)
     learn_one = eng.policy.learn_one
 
     def flaky(user, title_id, *a, **kw):
@@ -218,12 +224,7 @@ def test_a_row_the_policy_cannot_learn_is_quarantined_live_and_skipped_at_restar
 def test_a_log_row_whose_json_does_not_decode_is_quarantined_not_a_wedge(tmp_path: Path) -> None:
     # The log decodes its JSON columns where it reads them; a column edited into garbage must cost
     # that one learn event, as it did when the engine decoded them, not every replay after it.
-    store = tmp_path / "c.db"
-    build_catalog(store, n_titles=3)
-    clock = Clock()
-    cfg = EngineConfig(feedback_window_s=10.0)
-    eng = Engine(store, cfg, clock=clock, start_timer=False).start()
-    eng.choose(UserContext("u"), ["t00", "t01", "t02"])
+    store, clock, cfg, eng = _three_open_decisions(tmp_path)
     kill(eng)
     db = sqlite3.connect(f"{store}.events.db")
     with db:
