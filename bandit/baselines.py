@@ -100,6 +100,7 @@ class FixedPolicy(_StaticPolicy):
     """Always the title's default artwork: `defaults[title_id]` when allowed, else the first allowed candidate."""
 
     kind: ClassVar[str] = "fixed"
+    servable: ClassVar[bool] = False  # needs per-title defaults, which `serve --policy fixed` cannot give
 
     def __init__(self, defaults: Mapping[str, str] | None = None, seed: int = 0) -> None:
         super().__init__(seed)

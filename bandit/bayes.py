@@ -256,6 +256,10 @@ class BayesPolicy(BasePolicy):
     kind: ClassVar[str] = "bayes"
     file_suffix: ClassVar[str] = "bayes"
 
+    @classmethod
+    def create(cls, seed: int = 0, **options: Any) -> BayesPolicy:
+        return cls(BayesConfig(seed=seed, **options))
+
     def __init__(self, config: BayesConfig | None = None, **kwargs: Any) -> None:
         if config is None:
             config = BayesConfig(**kwargs)

@@ -212,8 +212,17 @@ class BasePolicy:
     """
 
     name: str = "base"
-    kind: ClassVar[str] = "base"
+    kind: ClassVar[str] = "base"  # a subclass that sets its own `kind` is a policy kind (bandit.registry)
     file_suffix: ClassVar[str] = "json"  # snapshot file name suffix
+    #: `make_policy(kind)` can build it from a name and options (a split is built from two arms).
+    by_name: ClassVar[bool] = True
+    #: `artwork serve --policy KIND` may start it (a fixed default needs per-title defaults).
+    servable: ClassVar[bool] = True
+
+    @classmethod
+    def create(cls, seed: int = 0, **options: Any) -> BasePolicy:
+        """A fresh policy from a name's options: what `bandit.registry.make_policy` calls."""
+        return cls(seed=seed, **options)
 
     def __init__(self, seed: int = 0) -> None:
         self.version = 0
@@ -553,6 +562,10 @@ class VWPolicy(BasePolicy):
 
     kind: ClassVar[str] = "vw"
     file_suffix: ClassVar[str] = "vwz"
+
+    @classmethod
+    def create(cls, seed: int = 0, exploration: str = "squarecb", **options: Any) -> VWPolicy:
+        return cls(VWConfig(exploration=exploration, seed=seed, **options))
 
     def __init__(self, config: VWConfig | None = None, *, _model_data: bytes | None = None, **kwargs: Any) -> None:
         if config is None:

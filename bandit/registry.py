@@ -1,46 +1,89 @@
 """The one place that maps a policy name to its class (as open_clip's factory does for models).
 
-Adding a policy kind = one class with a `kind`, registered here. `make_policy` builds a fresh one
-from a name and options (the server, the benchmark and the demo all go through it); `load_policy`
-reads any saved policy back by the kind stored in its file.
+A policy kind is one class in one file: a `BasePolicy` subclass that sets its own `kind` (the
+name in `--policy`, in `make_policy` and in its saved files), builds itself from options in
+`create` and reads its files back in `load`. The registry finds kinds by walking `BasePolicy`'s
+subclasses after importing the modules that hold them: this package's (`BUILTIN_MODULES`) and any
+installed package's `artwork.policies` entry points, so a policy written outside this repository
+needs no edit here:
+
+    # pyproject.toml of your package
+    [project.entry-points."artwork.policies"]
+    mypolicy = "mypackage.mypolicy"        # a module defining class MyPolicy(BasePolicy), kind = "mine"
+
+`make_policy` builds a fresh one from a name and options (the server, the benchmark and the demo
+all go through it); `load_policy` reads any saved policy back by the kind stored in its file.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import os
 import zipfile
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import Any
 
-from bandit.baselines import FixedPolicy, ThompsonPolicy, UniformPolicy
-from bandit.bayes import BayesConfig, BayesPolicy
-from bandit.policy import BasePolicy, PolicyError, VWConfig, VWPolicy
-from bandit.split import SplitPolicy
+from bandit.policy import BasePolicy, PolicyError
 
-__all__ = ["POLICIES", "DEFAULT_POLICY", "make_policy", "load_policy", "policy_names"]
+__all__ = ["POLICIES", "DEFAULT_POLICY", "ENTRY_POINT_GROUP", "make_policy", "load_policy", "policy_names",
+           "policy_class", "SERVABLE"]
 
+log = logging.getLogger(__name__)
 
-def _vw(seed: int, exploration: str = "squarecb", **options: Any) -> BasePolicy:
-    return VWPolicy(VWConfig(exploration=exploration, seed=seed, **options))
-
-
-#: name -> factory(seed, **options). The first entry is the serving default: it is the one
-#: `scripts/bench_learning.py` checks against per-title Thompson sampling on every world.
-POLICIES: dict[str, Callable[..., BasePolicy]] = {
-    "bayes": lambda seed, **o: BayesPolicy(BayesConfig(seed=seed, **o)),
-    "thompson": lambda seed, **o: ThompsonPolicy(seed=seed, **o),
-    "vw": _vw,
-    "uniform": lambda seed, **o: UniformPolicy(seed=seed, **o),
-    "fixed": lambda seed, **o: FixedPolicy(seed=seed, **o),
-}
+#: Modules of this package that define policy kinds.
+BUILTIN_MODULES = ("bandit.bayes", "bandit.policy", "bandit.baselines", "bandit.split")
+#: Entry-point group through which other installed packages add policy kinds.
+ENTRY_POINT_GROUP = "artwork.policies"
+#: The serving default: the kind `scripts/bench_learning.py` checks against per-title Thompson
+#: sampling on every world; first in `POLICIES`.
 DEFAULT_POLICY = "bayes"
 
-# Saved files name their kind; kind -> class with a `load` classmethod. A split (an online A/B
-# test of two policies) is loadable but not in POLICIES: it is built from two arms, not a name.
-_KINDS: dict[str, type[BasePolicy]] = {
-    c.kind: c for c in (BayesPolicy, VWPolicy, ThompsonPolicy, UniformPolicy, FixedPolicy, SplitPolicy)
-}
+
+def _discover() -> dict[str, type[BasePolicy]]:
+    modules = set(BUILTIN_MODULES)
+    for name in BUILTIN_MODULES:
+        importlib.import_module(name)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as e:  # noqa: BLE001 - a broken plug-in must not stop the built-in kinds
+            log.warning("policy plug-in %s (%s) not loaded: %s", ep.name, ep.value, e)
+            continue
+        modules.add(ep.module)
+    kinds: dict[str, type[BasePolicy]] = {}
+    stack = list(BasePolicy.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        kind = cls.__dict__.get("kind")
+        # A helper base class has no kind of its own; a subclass made elsewhere (a test's, an
+        # experiment's) is not a registered kind unless its module is a plug-in.
+        if not isinstance(kind, str) or cls.__module__ not in modules:
+            continue
+        if kind in kinds and kinds[kind] is not cls:
+            raise RuntimeError(f"policy kind {kind!r} is defined twice: {kinds[kind].__module__}.{kinds[kind].__name__} "
+                               f"and {cls.__module__}.{cls.__name__}")
+        kinds[kind] = cls
+    return dict(sorted(kinds.items(), key=lambda kv: (kv[0] != DEFAULT_POLICY, kv[0])))
+
+
+#: kind -> class, every kind a saved file may name (the default first, then by name).
+_KINDS: dict[str, type[BasePolicy]] = _discover()
+#: name -> factory(seed, **options): the kinds `make_policy` builds from a name.
+POLICIES: dict[str, Callable[..., BasePolicy]] = {k: c.create for k, c in _KINDS.items() if c.by_name}
+#: The names `artwork serve --policy` accepts.
+SERVABLE: tuple[str, ...] = tuple(k for k, c in _KINDS.items() if c.by_name and c.servable)
+
+
+def policy_class(kind: str) -> type[BasePolicy]:
+    """The class registered for a kind (KeyError naming the known ones)."""
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise KeyError(f"unknown policy kind {kind!r}; known: {', '.join(_KINDS)}") from None
 
 
 def policy_names() -> list[str]:

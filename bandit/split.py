@@ -56,6 +56,8 @@ class SplitPolicy(BasePolicy):
     """Two policies, each serving and learning from its own users (see the module doc)."""
 
     kind: ClassVar[str] = "split"
+    by_name: ClassVar[bool] = False  # built from two arms (`serve --ab`), loadable from its file
+    servable: ClassVar[bool] = False
     file_suffix: ClassVar[str] = "split"
 
     def __init__(self, a: BasePolicy, b: BasePolicy, share_b: float = 0.5, *, salt: str = DEFAULT_SALT,
