@@ -4,33 +4,32 @@
 online and snapshots the policy. The FastAPI app (`bandit.server`) is a thin layer over it, and
 the demo and benchmarks call it directly, so in-process and over-HTTP behaviour are one code path.
 
-Learning order is the invariant everything hangs on: every learn event (joined feedback, a window
-closed at reward 0, or a late click correcting such a close) gets a `learn_seq` in the same event-log
-transaction that records it, and the policy learns events strictly in learn_seq order (one lock
-around "commit + learn"), through one function (`_learn`) fed by the rows the transaction wrote
-or, at restart, by `EventLog.finalized_after`. A snapshot records the last learn_seq it includes,
-so a restart = load snapshot + replay learn_seq > that, which rebuilds exactly the policy that was
-running (VW learning is deterministic). An explicit deployment (a file trained offline, another
-policy kind, an A/B split) catches up the same way, from learn_seq 0 through the same `_learn`,
-skipping the rows its file's training recorded (`bandit.lineage.TrainedRows`).
+The engine is a facade over parts split where the roles of a scaled-out deployment split
+(README "Scaling out"), so that each part is what one kind of process needs:
+
+- `bandit.catalog_view.CatalogView`: the catalog as candidates, rebuilt when the catalog changes
+  (every role reads it: choosers to offer, the learner to rebuild a learn event's candidates);
+- `bandit.sessions.SessionTable`: sticky sessions;
+- `bandit.chooser.Chooser`: choosing a page from the served policy, read-only, and a chooser
+  replica's snapshot copy (`SnapshotCopy`);
+- `bandit.learner.Learner`: learn_seq, the one learn path, reward windows, late feedback,
+  snapshots and restore (the learning-order invariant is documented there).
+
+What stays here is what spans the parts: opening and closing the stores, the locks (a feedback join
+commits and learns under the learn lock whichever part learns), request validation, feedback
+joins, designer controls, status and metrics.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import json
 import logging
 import math
 import os
-import random
 import re
-import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +39,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from artwork.records import Artwork
 from artwork.paths import StorePaths
 from artwork.store import Catalog, StoreError
-from bandit.baselines import UniformPolicy
-from bandit.decisions import DecisionRecord
+from bandit.catalog_view import CatalogView
+from bandit.chooser import Chooser, SnapshotCopy, TitleChoice
 from bandit.events import BaseEventLog, open_event_log
-from bandit.features import (MAX_EXCLUDE, MAX_ID_CHARS, MAX_TASTE_KEYS, Candidate, ContextError, EmbeddingProjection,
-                             InputWarning, UserContext, candidates_from_artworks, taste_from_history,
-                             taste_vocabulary, text_problem, unknown_inputs)
-from bandit.policy import BasePolicy, NoCandidatesError, PolicyError, TitleRequest
-from bandit.lineage import (SnapshotInfo, TrainedRows, file_sha256, keep_names, prune, snapshot_infos,
-                            snapshot_name, write_sidecar)
-from bandit.sessions import Session, SessionTable
-from bandit.registry import DEFAULT_POLICY, POLICIES, load_policy, make_policy
+from bandit.features import (MAX_EXCLUDE, MAX_ID_CHARS, ContextError, EmbeddingProjection, InputWarning, UserContext,
+                             text_problem, unknown_inputs)
+from bandit.learner import POLICY_KINDS, Learner, ServedPolicy, prepare_deployments
+from bandit.decisions import DecisionRecord
+from bandit.policy import BasePolicy
+from bandit.registry import DEFAULT_POLICY
+from bandit.sessions import SessionTable
 from bandit.split import SplitPolicy
 
 __all__ = [
@@ -67,7 +65,6 @@ __all__ = [
 
 log = logging.getLogger("artwork.engine")
 
-POLICY_KINDS = tuple(p for p in POLICIES if p != "fixed")  # fixed needs per-title defaults: not served
 ROLES = ("all", "chooser", "learner")  # EngineConfig.role
 
 
@@ -159,33 +156,6 @@ class EngineConfig:
 
 
 @dataclass
-class TitleChoice:
-    """The engine's answer for one title of a page: a choice, or an error for that title only."""
-
-    title_id: str
-    artwork_id: str | None = None
-    image_url: str | None = None
-    event_id: str | None = None
-    probability: float | None = None
-    policy: str | None = None
-    policy_version: int | None = None
-    repeat: bool = False  # the user's earlier choice for this title, no new event logged
-    active: bool = True  # False: logged with activate=false, no feedback window until activated
-    error: str | None = None  # "unknown_title" | "no_candidates" | "policy_error"
-    message: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (error fields only when set)."""
-        d = dict(vars(self))  # all fields are scalars; asdict's recursive copy cost 1/3 of a page
-        if self.active:  # only inactive decisions say so: active is the default
-            d.pop("active")
-        if self.error is None:
-            d.pop("error")
-            d.pop("message")
-        return d
-
-
-@dataclass
 class FeedbackOutcome:
     """What happened to one feedback post."""
 
@@ -206,24 +176,6 @@ class FeedbackOutcome:
         return d
 
 
-@dataclass
-class _TitleView:
-    candidates: list[Candidate]  # all, disabled included (the policy drops disabled ones)
-    artworks: list[Artwork]
-    disabled: frozenset[str]
-    pinned: str | None
-    fs_key: str
-    fs_json: str
-
-
-@dataclass
-class _CatalogView:
-    titles: dict[str, _TitleView]
-    artworks: dict[str, Artwork]  # artwork_id -> artwork
-    by_title: dict[str, list[Artwork]]
-    vocab: frozenset[str] = frozenset()  # taste keys that can meet a candidate feature (features.taste_vocabulary)
-
-
 def _content_type(data: bytes) -> str:
     if data[:3] == b"\xff\xd8\xff":
         return "image/jpeg"
@@ -234,79 +186,11 @@ def _content_type(data: bytes) -> str:
     return "application/octet-stream"
 
 
-def _new_policy(cfg: EngineConfig, kind: str | None = None, seed: int | None = None) -> BasePolicy:
-    kind = kind or cfg.policy
-    options = {"exploration": cfg.exploration} if kind == "vw" else {}
-    return make_policy(kind, seed=cfg.seed if seed is None else seed, **options)
-
-
-@dataclass
-class _Deployment:
-    """A policy an operator named (serve --policy / --ab): a registered name, or a saved file that
-    is read (and checked) when the engine is built, so a bad file fails before anything opens."""
-
-    spec: str
-    kind: str
-    policy: BasePolicy | None = None  # the loaded file; None for a name (built when used)
-    file: str | None = None
-    sha256: str | None = None
-    trained: TrainedRows | None = None
-
-    @classmethod
-    def prepare(cls, spec: str, what: str) -> _Deployment:
-        if spec in POLICY_KINDS:
-            return cls(spec, spec)
-        path = Path(spec)
-        if not path.is_file():
-            raise PolicyError(f"{what} {spec!r}: neither a policy name ({', '.join(POLICY_KINDS)}) nor an existing "
-                              "saved policy file")
-        try:
-            pol = load_policy(path)
-        except (PolicyError, OSError) as e:
-            raise PolicyError(f"{what} {spec}: not a saved policy file (.vwz, .bayes, .json, .split): {e}") from None
-        return cls(spec, pol.kind, pol, str(path.resolve()), file_sha256(path), TrainedRows.from_file(path))
-
-    def build(self, cfg: EngineConfig, seed: int) -> BasePolicy:
-        return self.policy if self.policy is not None else _new_policy(cfg, self.kind, seed)
-
-    @property
-    def source(self) -> str:
-        return (f"deployed from {self.file} sha256={self.sha256}" if self.file
-                else f"deployed: a new {self.kind} policy")
-
-    def identity(self) -> dict[str, Any]:
-        """What a snapshot's lineage keeps to recognise this deployment at the next start."""
-        return {"id": None, "source": self.source, "kind": self.kind, "file": self.file, "sha256": self.sha256,
-                "trained_rows": self.trained.rows if self.trained else None}
-
-    def matches(self, policy: BasePolicy, deployment: Mapping[str, Any] | None) -> bool:
-        """Is `policy` (restored, with the deployment its lineage records) what this names? A file
-        by its sha256; a name by the policy's kind."""
-        if self.file is not None:
-            return (deployment or {}).get("sha256") == self.sha256
-        return policy.kind == self.kind
-
-
-def _replay_progress(rows: Iterable[DecisionRecord], total: int, what: str, every_s: float = 5.0) -> Iterator[DecisionRecord]:
-    """`rows` unchanged, with a progress line in the log every `every_s` seconds: a deployment
-    replays the whole log, which can take minutes before the server answers."""
-    start = last = time.monotonic()
-    done = 0
-    for row in rows:
-        yield row
-        done += 1
-        now = time.monotonic()
-        if now - last >= every_s:
-            last = now
-            log.warning("%s: %d of %d learn events replayed (%.0f%%, %.0f s)", what, done, total,
-                        100.0 * done / max(total, 1), now - start)
-    if last != start:
-        log.warning("%s: done, %d learn events in %.0f s", what, done, time.monotonic() - start)
-
-
 class Engine:
     """Serve, log, join, learn, snapshot. Thread-safe; call `start()` before use and `close()` after.
 
+    The facade over the parts (module docstring): it opens the stores, wires the parts to them,
+    validates requests, joins feedback and answers the status and metrics calls.
     `clock` is injectable so tests can move time past session TTLs and reward windows.
     """
 
@@ -321,13 +205,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.clock = clock
         # Named policy files are read first: a bad one is an error before any store is opened.
-        self._deploy = _Deployment.prepare(self.config.deploy, "policy") if self.config.deploy else None
-        self._ab = _Deployment.prepare(self.config.ab, "A/B arm B") if self.config.ab else None
-        if self._ab is not None and self._ab.kind == SplitPolicy.kind:
-            raise PolicyError(f"A/B arm B {self.config.ab}: holds an A/B split itself; give one policy")
-        if self._ab is not None and self._deploy is not None and self._deploy.kind == SplitPolicy.kind:
-            raise PolicyError(f"policy {self.config.deploy}: holds an A/B split; arm A of a new A/B test must be "
-                              "one policy")
+        deploy, ab = prepare_deployments(self.config)
         self._own_catalog = not isinstance(catalog, Catalog)
         self.catalog = Catalog(catalog) if not isinstance(catalog, Catalog) else catalog
         store = self.catalog.path
@@ -343,39 +221,12 @@ class Engine:
             raise
         # What messages and /health name: the SQLite file (a Path), or the URL with its password masked.
         self.events_path: Path | str = self.events.location
-        # A second connection only for PRAGMA data_version: it changes whenever another
-        # connection (an upload, a designer flag) commits to the catalog, at microseconds a check.
-        self._watch = sqlite3.connect(store, check_same_thread=False, isolation_level=None)
-        self._watch_lock = threading.Lock()
-        self._data_version: int | None = None
-        self._view_lock = threading.Lock()
-        self._view: _CatalogView | None = None
-        self.projection: EmbeddingProjection | None = None
+        self.role = self.config.role
+        # The two locks are the engine's, not a part's: a feedback join commits and learns under the
+        # learn lock in every role (a chooser too, with nothing to learn), and the choose lock guards
+        # the sticky sessions that choosing, feedback and the timer all touch.
         self._choose_lock = threading.Lock()  # sampling order + sticky sessions
         self._learn_lock = threading.RLock()  # "commit reward + learn" and snapshots
-        # Sticky sessions; a chooser replica shares the log's with the other replicas.
-        self.sessions = SessionTable(self.events, shared=self.config.role == "chooser")
-        self._fs_cache: dict[str, dict[str, dict[str, float]]] = {}
-        self._cand_cache: dict[tuple[str | None, tuple[str, ...]], list[Candidate]] = {}
-        self.policy: BasePolicy = _new_policy(self.config)
-        self._explorer = UniformPolicy(seed=self.config.seed + 1)
-        self._explore_rng = random.Random(self.config.seed + 2)
-        self.learned_seq = 0
-        self._snap_seq: int | None = None
-        self._snap_name: str | None = None  # the snapshot served from (restored or last written)
-        # The deployment the running policy belongs to and the lineage of its newest snapshot
-        # (bandit.lineage); set by `_restore_policy`, advanced by `snapshot`.
-        self._deployment: dict[str, Any] = {"id": None, "source": "not started"}
-        self.lineage: dict[str, Any] = {}
-        self._trained: TrainedRows | None = None  # rows to skip while a deployed file catches up
-        self._last_snapshot = 0.0
-        self.role = self.config.role
-        self._snap_created: float | None = None  # wall time the served snapshot was written (chooser)
-        self._lock_fd: int | None = None  # the store lock a learner holds
-        # Per engine, never prometheus_client's global REGISTRY: tests and the demo run several
-        # engines (and servers) in one process, and a global registry refuses a second copy.
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_EngineCollector(self))
         self.counters: dict[str, int] = {
             "choose_requests": 0, "decisions": 0, "repeats": 0, "title_errors": 0, "feedback_joined": 0,
             "feedback_late": 0, "feedback_duplicate": 0, "feedback_not_found": 0, "feedback_expired": 0,
@@ -385,31 +236,66 @@ class Engine:
         }
         if self.role != "all":  # a replica's own counters (role "all" keeps exactly its old metrics)
             self.counters.update({"reloads": 0, "tail_learned": 0})
-        # learn_seq -> event_id of learn events that could not be learned (see `_learn`).
-        self._quarantined: dict[int, str] = self.events.quarantined()
+        # Sticky sessions; a chooser replica shares the log's with the other replicas.
+        self.sessions = SessionTable(self.events, shared=self.role == "chooser")
+        self.catalog_view = CatalogView(self.catalog, self.events, self.config.projection_dims,
+                                        lambda: self.learned_seq)
+        # Who holds the served policy: the learner, which learns it, or a chooser's snapshot copy.
+        self.learner: Learner | None = None
+        self.snapshot_copy: SnapshotCopy | None = None
+        if self.role == "chooser":
+            self.snapshot_copy = SnapshotCopy(self.config, self.events, self.snapshot_dir, self.counters,
+                                              self._choose_lock)
+            self._served: ServedPolicy = self.snapshot_copy
+        else:
+            self.learner = Learner(self.config, self.events, self.snapshot_dir, self.catalog_view, self.counters,
+                                   self.clock, self._learn_lock, deploy, ab)
+            self._served = self.learner
+        self.chooser = Chooser(self.config, self.catalog_view, self.sessions, self.events, self._served,
+                               self.counters, self.clock, self._choose_lock)
+        # Per engine, never prometheus_client's global REGISTRY: tests and the demo run several
+        # engines (and servers) in one process, and a global registry refuses a second copy.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_EngineCollector(self))
+        self._last_purge = 0.0  # a chooser's session purge schedule (a learner's follows its snapshots)
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._start_timer = start_timer
         self.started = False
+
+    # -- the served policy, whichever part holds it ---------------------------------------------------
+    @property
+    def policy(self) -> BasePolicy:
+        return self._served.policy
+
+    @property
+    def learned_seq(self) -> int:
+        return self._served.learned_seq
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        return self._served.lineage
+
+    @property
+    def projection(self) -> EmbeddingProjection | None:
+        return self.catalog_view.projection
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> Engine:
         """Restore the policy (snapshot + replay), reload sessions, close expired windows, start the timer."""
         if self.started:
             return self
-        if self.role == "learner":  # one learner per log, as one `artwork serve` per store
-            from bandit.storelock import lock_store
-
-            self._lock_fd = lock_store(self.paths.events)
+        if self.learner is not None and self.role == "learner":
+            self.learner.lock_store(self.paths.events)
         try:
-            self._load_projection()
-            self._refresh(force=True)
-            if self.role == "chooser":
-                self._start_chooser()
+            self.catalog_view.load_projection()
+            self.catalog_view.current(force=True)
+            if self.snapshot_copy is not None:
+                self.snapshot_copy.start()
             else:
-                self._restore_policy()
+                assert self.learner is not None
+                self.learner.restore()
                 now = self.clock()
-                # A learner serves no pages: its sessions are the choosers' (in the log).
                 if self.role == "all":  # a learner serves no pages: its sessions are the choosers' (in the log)
                     self.sessions.load(now)
                 self.close_expired()
@@ -418,7 +304,10 @@ class Engine:
         except BaseException:
             self._unlock()
             raise
-        self._last_snapshot = time.monotonic()
+        if self.learner is not None:
+            self.learner.last_snapshot = time.monotonic()
+        else:
+            self._last_purge = time.monotonic()
         if self._start_timer:
             self._timer = threading.Thread(target=self._run_timer, name="engine-timer", daemon=True)
             self._timer.start()
@@ -436,18 +325,15 @@ class Engine:
             except Exception:  # noqa: BLE001 - shutdown must still close the files
                 log.exception("final snapshot failed")
         self.events.close()
-        self._watch.close()
+        self.catalog_view.close()
         if self._own_catalog:
             self.catalog.close()
         self._unlock()
         self.started = False
 
     def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            from bandit.storelock import unlock_store
-
-            unlock_store(self._lock_fd)
-            self._lock_fd = None
+        if self.learner is not None:
+            self.learner.unlock_store()
 
     def __enter__(self) -> Engine:
         return self.start()
@@ -469,367 +355,86 @@ class Engine:
         all / learner: close expired windows, (learner) learn what other processes finalized,
         checkpoint, snapshot every `snapshot_interval_s`. chooser: reload a newer snapshot.
         """
-        if self.role == "chooser":
+        if self.learner is None:
             self.reload()
-            if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
-                self._last_snapshot = time.monotonic()
+            if time.monotonic() - self._last_purge >= self.config.snapshot_interval_s:
+                self._last_purge = time.monotonic()
                 self._purge_sessions()
             return
         self.close_expired()
         if self.role == "learner":
             self.learn_tail()
         self.events.checkpoint()
-        if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
+        if time.monotonic() - self.learner.last_snapshot >= self.config.snapshot_interval_s:
             self.snapshot()
             self._purge_sessions()
 
-    # -- catalog features ----------------------------------------------------------------------------
-    def _load_projection(self) -> None:
-        enc = self.catalog.encoder_id
-        stored = self.events.get_meta("projection")
-        embs = [a.embedding for a in self.catalog.all_artworks() if a.embedding is not None]
-        if stored:
-            proj = EmbeddingProjection.from_dict(json.loads(stored))
-            # Kept once learning has begun: refitting as artworks arrive would silently change
-            # every candidate's "emb:" features under a policy that learned the old ones. Before
-            # any reward is learned, a projection fitted on too few artworks is refitted.
-            undersized = proj.n_components < min(self.config.projection_dims, len(embs) - 1)
-            if proj.encoder_id == enc and not (undersized and self.events.max_learn_seq() == 0):
-                self.projection = proj
-                return
-        dims = {e.shape for e in embs}
-        if len(embs) >= 2 and len(dims) == 1:
-            self.projection = EmbeddingProjection.fit(embs, n_components=self.config.projection_dims, encoder_id=enc)
-            self.events.set_meta("projection", json.dumps(self.projection.to_dict()))
-        else:
-            self.projection = None
+    # -- learning (roles all and learner; a chooser learns nothing) --------------------------------------
+    def close_expired(self) -> int:
+        """Close every open decision past its window at reward 0 and learn from it; returns how many."""
+        if self.learner is None:  # the learner closes windows
+            return 0
+        return self.learner.close_expired()
 
-    def _refresh(self, force: bool = False) -> _CatalogView:
-        with self._watch_lock:
-            version = self._watch.execute("PRAGMA data_version").fetchone()[0]
-        with self._view_lock:
-            if not force and self._view is not None and version == self._data_version:
-                return self._view
-            if (self.projection is None or self.projection.encoder_id != self.catalog.encoder_id
-                    or (self.projection.n_components < self.config.projection_dims and self.learned_seq == 0)):
-                self._load_projection()
-            arts = self.catalog.all_artworks()
-            by_title: dict[str, list[Artwork]] = {t.title_id: [] for t in self.catalog.titles()}
-            for a in arts:
-                by_title.setdefault(a.title_id, []).append(a)
-            titles = {}
-            for tid, tarts in by_title.items():
-                cands = candidates_from_artworks(tarts, self.projection, include_disabled=True)
-                fs_json = json.dumps({c.artwork_id: c.features for c in cands}, separators=(",", ":"))
-                titles[tid] = _TitleView(
-                    candidates=cands,
-                    artworks=tarts,
-                    disabled=frozenset(a.artwork_id for a in tarts if a.disabled),
-                    pinned=next((a.artwork_id for a in tarts if a.pinned), None),
-                    fs_key=hashlib.sha256(fs_json.encode()).hexdigest()[:24],
-                    fs_json=fs_json,
-                )
-            self._view = _CatalogView(titles, {a.artwork_id: a for a in arts}, by_title, taste_vocabulary(arts))
-            self._data_version = version
-            return self._view
-
-    # -- policy restore / learning --------------------------------------------------------------------
-    def _restore_policy(self) -> None:
-        """What the server starts from (README "Deploying a policy"):
-
-        - the newest usable snapshot, caught up with the log, unless an explicit deployment names
-          something else: `deploy` a file (matched by sha256) or a name (matched by kind), or `ab`
-          an arm B / share the snapshot's split does not hold;
-        - an explicit deployment starts from its policy at learn_seq 0 and learns every finalized
-          event of the log, less the rows its file's training recorded, then is snapshotted at once;
-        - a new A/B split: arm A is the deployment, else what the snapshot holds (a split's arm A);
-          arm B is built and learns the log up to where A is; from then on each learns its own users.
-
-        Every replay goes through `_learn`, the one learn path.
-        """
-        snap, info = self._newest_snapshot()
-        dep, ab, cfg = self._deploy, self._ab, self.config
-        held = dict((info.lineage.get("deployment") or {}) if info else {})
-        split = snap if isinstance(snap, SplitPolicy) else None
-        if snap is None:
-            whole = False
-        elif ab is not None:
-            whole = (split is not None and abs(split.share_b - cfg.ab_share) < 1e-12
-                     and ab.matches(split.b, held.get("b")) and (dep is None or dep.matches(split.a, held.get("a"))))
-        else:  # a split goes on without --ab (stored state, like a deployed file); --policy ends it
-            whole = dep is None or (split is None and dep.matches(snap, held))
-        if whole:
-            assert snap is not None and info is not None
-            trained = TrainedRows.from_file(info.path)  # a promoted file carries its training record
-            self._snap_seq, self._snap_name = info.learned_seq, info.name
-            self._deployment, self.lineage = held, dict(info.lineage)
-            n = self._catch_up(snap, info.learned_seq, trained, f"restoring {info.name}")
-            self.counters["replayed"] = n
-            log.info("policy %s restored from %s at learn_seq %d (%d replayed)", snap.name, info.name,
-                     self.learned_seq, n)
-            if trained is not None:  # learned the whole log: snapshot it, so a restart need not again
-                self.snapshot(force=True)
-            return
-        base = split.a if split is not None else snap
-        base_held = held.get("a") if split is not None else held
-        if dep is not None and (base is None or ab is None or not dep.matches(base, base_held)):
-            pol, seq, trained = dep.build(cfg, cfg.seed), 0, dep.trained
-            deployment, source = dep.identity(), dep.source
-        elif base is not None:
-            assert info is not None
-            pol, seq = base, info.learned_seq
-            trained = TrainedRows.from_file(info.path) if split is None else None
-            deployment, source = dict(base_held or {}), None
-        else:
-            pol, seq, trained = _new_policy(cfg), 0, None
-            deployment = {"id": None, "source": f"a new {cfg.policy} policy (nothing to restore)", "kind": cfg.policy}
-            source = None
-        n = self._catch_up(pol, seq, trained, source or "restoring")
-        if ab is not None:
-            head = self.learned_seq
-            arm_b = ab.build(cfg, cfg.seed + 1)
-            n += self._catch_up(arm_b, 0, ab.trained, f"A/B arm B ({ab.spec})", upto=head)
-            self.policy, self.learned_seq = SplitPolicy(pol, arm_b, cfg.ab_share), head
-            b_identity = ab.identity()
-            source = (f"A/B split: A = {pol.name} ({deployment.get('source', '?')}), "
-                      f"B = {arm_b.name} ({b_identity['source']}), share_b={cfg.ab_share:g}")
-            deployment = {"id": None, "source": source, "kind": SplitPolicy.kind, "share_b": cfg.ab_share,
-                          "a": deployment, "b": b_identity}
-        self.counters["replayed"] = n
-        self._deployment = deployment
-        self.lineage = self._lineage(source or deployment["source"], info.name if info else None)
-        if source is not None:  # an explicit deployment: restarts restore it from here on
-            self._snap_name = info.name if info else None
-            self.snapshot(source=source, force=True)
-        log.info("policy %s started at learn_seq %d (%d replayed): %s", self.policy.name, self.learned_seq, n,
-                 source or deployment["source"])
-
-    def _lineage(self, source: str, parent: str | None, snapshot: str | None = None,
-                 created: float | None = None) -> dict[str, Any]:
-        """The running policy's lineage (bandit.lineage): a snapshot's sidecar, or what /health shows
-        before the first snapshot of a deployment is written."""
-        return {"snapshot": snapshot, "kind": self.policy.kind, "policy": self.policy.name,
-                "version": self.policy.version, "learned_seq": self.learned_seq, "created": created,
-                "source": source, "trained_rows": self._deployment.get("trained_rows"), "parent": parent,
-                "deployment": self._deployment}
-
-    def _newest_snapshot(self, wanted: Callable[[SnapshotInfo], bool] | None = None
-                         ) -> tuple[BasePolicy | None, SnapshotInfo | None]:
-        """The newest recorded snapshot that loads, with its info: set-aside ones (a rollback) are
-        skipped, an unreadable one gives way to an older one. With `wanted`, the search stops (None,
-        None) at the first candidate it refuses: a chooser asks only for snapshots newer than its own."""
-        for i in snapshot_infos(self.events, self.snapshot_dir):
-            if i.state == "set aside":
-                log.info("snapshot %s was set aside by a rollback; skipped", i.name)
-                continue
-            if wanted is not None and not wanted(i):
-                break
-            try:
-                return load_policy(i.path), i
-            except (OSError, PolicyError, ValueError) as e:
-                log.warning("snapshot %s unusable (%s); trying an older one", i.path, e)
-        return None, None
-
-    # -- replicas: a chooser's read-only policy, a learner's tail of the log ----------------------------
-    def _start_chooser(self) -> None:
-        """A chooser serves the newest snapshot; until the learner writes one, a new policy."""
-        if not self.reload():
-            self._deployment = {"id": None, "source": f"a new {self.config.policy} policy (no snapshot yet: "
-                                "the learner has not written one)", "kind": self.config.policy}
-            self.lineage = self._lineage(self._deployment["source"], None)
-
-    def reload(self) -> bool:
-        """A chooser's policy update: serve the newest usable snapshot if it is not the one served and
-        holds at least as many learn events (a newer learned_seq, or a new deployment at the same
-        one). Returns whether it changed. Never learns: the learner's snapshots are the only source."""
-        if self.role != "chooser":
-            return False
-        snap, info = self._newest_snapshot(
-            lambda i: i.name != self._snap_name and i.learned_seq >= self.learned_seq)
-        if snap is None or info is None:
-            return False
-        with self._choose_lock:  # a page is chosen wholly by one policy copy
-            self.policy, self.learned_seq = snap, info.learned_seq
-            self._snap_seq, self._snap_name = info.learned_seq, info.name
-            self._deployment = dict(info.lineage.get("deployment") or {})
-            self.lineage = dict(info.lineage)
-            created = info.lineage.get("created")
-            try:
-                self._snap_created = float(created) if created is not None else info.path.stat().st_mtime
-            except OSError:
-                self._snap_created = None
-        self.counters["reloads"] += 1
-        log.info("chooser now serves %s (learned_seq %d)", info.name, info.learned_seq)
-        return True
+    def snapshot(self, source: str | None = None, force: bool = False) -> Path | None:
+        """Write the policy atomically with its lineage sidecar and record which learn_seq it
+        includes; None if nothing changed (unless `force`: a deployment is snapshotted as it starts)."""
+        if self.learner is None:  # its policy is the learner's snapshot
+            return None
+        return self.learner.snapshot(source, force)
 
     def learn_tail(self) -> int:
         """A learner's catch-up: learn every learn event the log holds after `learned_seq` (feedback
         posted to a chooser, a window a chooser's post closed), through the one learn path."""
-        if self.role != "learner":
+        if self.learner is None:
             return 0
-        with self._learn_lock:
-            n = self._learn(self.events.finalized_after(self.learned_seq))
-        self.counters["tail_learned"] += n
-        return n
+        return self.learner.learn_tail()
 
-    def _learn_written(self, rows: Iterable[DecisionRecord]) -> int:
-        """Learn the learn events a transaction of ours just wrote (call with `_learn_lock` held).
-
-        Alone on its log (role "all") those are the next ones. A learner shares the log with
-        choosers, whose rows may sit between its last learned one and these: it reads the log's
-        tail instead (these rows and everything before them, in learn_seq order), so that no row
-        is skipped. A chooser learns nothing: its rows reach the learner through the log.
-        """
-        if self.role == "chooser":
-            return 0
-        if self.role == "learner":
-            return self.learn_tail()
-        return self._learn(rows)
+    # -- replicas: a chooser's read-only policy, a learner's tail of the log ----------------------------
+    def reload(self) -> bool:
+        """A chooser's policy update (`SnapshotCopy.reload`); False in the other roles."""
+        if self.snapshot_copy is None:
+            return False
+        return self.snapshot_copy.reload()
 
     def replica_status(self) -> dict[str, Any]:
         """A replica's view of the shared log: the snapshot it serves (chooser) or last wrote
         (learner), how old it is, and how many learn events the log holds beyond its policy."""
         head = self.events.max_learn_seq()
-        created = self._snap_created if self.role == "chooser" else self.lineage.get("created")
-        return {"role": self.role, "pid": os.getpid(), "snapshot": self._snap_name,
-                "snapshot_learned_seq": self._snap_seq,
+        served = self._served
+        created = self.snapshot_copy.created if self.snapshot_copy is not None else served.lineage.get("created")
+        return {"role": self.role, "pid": os.getpid(), "snapshot": served.snap_name,
+                "snapshot_learned_seq": served.snap_seq,
                 "snapshot_age_s": None if created is None else max(0.0, time.time() - float(created)),
-                "log_learn_seq": head, "lag_learn_events": max(0, head - self.learned_seq)}
-
-    def _catch_up(self, policy: BasePolicy, seq: int, trained: TrainedRows | None, what: str,
-                  upto: int | None = None) -> int:
-        """Make `policy` (which holds every learn event up to `seq`) the served one and learn the
-        log's events after it (up to `upto`), skipping the rows `trained` says it learned offline."""
-        with self._learn_lock:
-            self.policy, self.learned_seq, self._trained = policy, seq, trained
-            last = self.events.max_learn_seq() if upto is None else upto
-            rows: Iterable[DecisionRecord] = self.events.finalized_after(seq)
-            if upto is not None:
-                rows = itertools.takewhile(lambda r: int(r.learn_seq) <= upto, rows)  # type: ignore[arg-type]
-            try:
-                return self._learn(_replay_progress(rows, max(last - seq, 0), what))
-            finally:
-                self._trained = None
-                if trained is not None:
-                    self.counters["trained_skipped"] += trained.skipped
-
-    def _featureset(self, fs_key: str) -> dict[str, dict[str, float]]:
-        fs = self._fs_cache.get(fs_key)
-        if fs is None:
-            fs = json.loads(self.events.featureset(fs_key) or "{}")
-            if len(self._fs_cache) > 10_000:
-                self._fs_cache.clear()
-            self._fs_cache[fs_key] = fs
-        return fs
-
-    def _candidates(self, row: DecisionRecord) -> list[Candidate]:
-        """A learn event's candidates, shared by every event with the same feature set and offer:
-        building (and validating) them anew cost a quarter of the learner's time per event."""
-        key = (row.fs_key, tuple(row.candidates))
-        hit = self._cand_cache.get(key)
-        if hit is None:
-            if len(self._cand_cache) >= 10_000:
-                self._cand_cache.clear()
-            hit = self._cand_cache[key] = row.candidate_objects(self._featureset(row.fs_key))
-        return list(hit)  # the Candidates are shared, the list is the caller's
-
-    def _learn(self, rows: Iterable[DecisionRecord]) -> int:
-        """The one learn path: apply learn events (decisions and corrections) in learn_seq order.
-
-        Live learning passes the rows a transaction just wrote (`FinalizeResult.learn`,
-        `EventLog.close_expired`); restart replay passes `EventLog.finalized_after`. Both come
-        from the same query, so the policy sees byte-identical examples either way. Call with
-        `_learn_lock` held. Returns how many events were learned.
-        """
-        n = 0
-        for row in rows:
-            assert row.learn_seq is not None and row.reward is not None
-            seq = int(row.learn_seq)
-            if seq <= self.learned_seq:  # already in the policy: every event is learned exactly once
-                continue
-            if seq != self.learned_seq + 1:
-                log.warning("learn_seq jumps from %d to %d: events in between were not learned", self.learned_seq, seq)
-            if seq in self._quarantined:  # failed before (live, or an earlier replay): skipped the same way
-                self.learned_seq = seq
-                n += 1
-                continue
-            if self._trained is not None:  # a deployed file catching up: what its training learned is in it
-                trained_row = self._trained.adjust(row)
-                if trained_row is None:
-                    self.learned_seq = seq
-                    n += 1
-                    continue
-                row = trained_row
-            try:
-                cands = self._candidates(row)
-                user = UserContext.from_dict(row.context)
-                if row.old_reward is not None:  # a late click correcting a reward-0 close
-                    self.policy.relearn(user, row.title_id, cands, row.chosen, row.probability,
-                                        row.old_reward, row.reward)
-                    self.counters["corrections_learned"] += 1
-                else:
-                    self.policy.learn_one(user, row.title_id, cands, row.chosen, row.probability, row.reward)
-                self.counters["learned"] += 1
-            except Exception as e:  # noqa: BLE001 - one row must never wedge learning or a restart
-                self._quarantine(row, seq, e)
-            self.learned_seq = seq
-            n += 1
-        return n
-
-    def _quarantine(self, row: DecisionRecord, seq: int, exc: BaseException) -> None:
-        """Record a learn event the policy could not learn: logged, counted, skipped from now on."""
-        why = f"{type(exc).__name__}: {exc}"
-        log.error("event %r (learn_seq %d) cannot be learned, quarantined: %s", row.event_id, seq, why)
-        self._quarantined[seq] = row.event_id
-        self.counters["quarantined"] += 1
-        try:
-            self.events.quarantine(seq, row.event_id, self.clock(), why)
-        except Exception:  # noqa: BLE001 - the in-memory record still keeps the loop going
-            log.exception("could not record quarantined learn_seq %d in the event log", seq)
-
-    def close_expired(self) -> int:
-        """Close every open decision past its window at reward 0 and learn from it; returns how many."""
-        if self.role == "chooser":  # the learner closes windows
-            return 0
-        total = 0
-        with self._learn_lock:
-            while True:
-                rows = self.events.close_expired(self.clock())
-                self._learn_written(rows)
-                total += len(rows)
-                if len(rows) < 5000:
-                    break
-        self.counters["windows_closed"] += total
-        return total
-
-    def snapshot(self, source: str | None = None, force: bool = False) -> Path | None:
-        """Write the policy atomically with its lineage sidecar and record which learn_seq it
-        includes; None if nothing changed (unless `force`: a deployment is snapshotted as it starts)."""
-        if self.role == "chooser":  # its policy is the learner's snapshot
-            return None
-        with self._learn_lock:
-            self._last_snapshot = time.monotonic()
-            if self._snap_seq == self.learned_seq and not force:
-                return None
-            seq = self.learned_seq
-            name = snapshot_name(self.snapshot_dir, (n for n, _, _ in self.events.snapshots()), seq,
-                                 self.policy.file_suffix)
-            path = self.snapshot_dir / name
-            self.policy.save(path)
-            if self._deployment.get("id") is None:  # a deployment is named after its first snapshot
-                self._deployment = {**self._deployment, "id": name}
-            lineage = self._lineage(source or "learned online", self._snap_name, snapshot=name, created=time.time())
-            write_sidecar(path, lineage)
-            # Recorded after the file and its sidecar are complete: a crash in between leaves an
-            # unrecorded file that restore ignores, never a record pointing at a partial model.
-            self.events.record_snapshot(lineage["created"], name, seq, self.policy.version)
-            self._snap_seq, self._snap_name, self.lineage = seq, name, lineage
-            self.counters["snapshots"] += 1
-        infos = snapshot_infos(self.events, self.snapshot_dir)
-        prune(self.snapshot_dir, keep_names(infos, self.config.keep_snapshots, self._snap_name))
-        return path
+                "log_learn_seq": head, "lag_learn_events": max(0, head - served.learned_seq)}
 
     # -- choose ------------------------------------------------------------------------------------------
+    def choose(self, user: UserContext, title_ids: Sequence[str], exclude: Collection[str] = (),
+               activate: bool = True) -> list[TitleChoice]:
+        """One artwork per title for this user, logged before returning.
+
+        Unknown titles and titles with nothing left to show get a per-title error. A title the
+        user saw within the session TTL gets the same artwork again (`repeat=True`, same event
+        id, nothing logged) as long as it is still allowed: a designer disable/pin or a request
+        exclusion takes precedence over stickiness.
+
+        `activate=False` (deferred activation): the fresh decisions are logged inactive, with no
+        feedback window running, until `activate(event_id)` or their first feedback; one never
+        activated is never closed at reward 0 nor learned (it was not rendered). A repeat keeps its
+        decision's state, except that a page chosen with `activate=True` activates it (it is shown now).
+        """
+        if not isinstance(activate, bool):
+            raise RequestError("activate", f"must be true or false, got {activate!r}")
+        self._check_page(title_ids, exclude)
+        return self.chooser.choose(user, title_ids, exclude, activate)
+
+    def distribution(
+        self, user: UserContext, title_ids: Sequence[str], exclude: Collection[str] = ()
+    ) -> dict[str, dict[str, Any]]:
+        """The policy's current distribution per title (debug; nothing logged, no sampling, no sessions)."""
+        self._check_page(title_ids, exclude)
+        return self.chooser.distribution(user, title_ids, exclude)
+
     def _check_page(self, title_ids: Sequence[str], exclude: Collection[str]) -> None:
         if not isinstance(title_ids, Sequence) or isinstance(title_ids, str):
             raise RequestError("titles", "must be a list of title ids")
@@ -854,33 +459,17 @@ class Engine:
             if why is not None:
                 raise RequestError(f"exclude.{i}", why)
 
-    def _with_taste(self, user: UserContext, view: _CatalogView) -> UserContext:
-        # Taste keys outside the vocabulary are kept (and reported by `input_warnings`): the personal
-        # term learns from any user feature, so a client's own segments ("segment:night-owl") carry
-        # signal even though no artwork is tagged with them. `serve --strict` refuses them instead.
-        if user.taste or not user.history:
-            return user
-        taste = taste_from_history(user.history, view.by_title)
-        if not taste:
-            return user
-        if len(taste) > MAX_TASTE_KEYS:  # a long history can yield more keys than a client may send
-            keep = sorted(taste.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_TASTE_KEYS]
-            taste = dict(sorted(keep))
-        return UserContext(user.user_id, taste, user.history, user.device, user.hour, user.country, user.row)
-
     def input_warnings(self, user: UserContext) -> list[InputWarning]:
         """The user's taste keys outside the catalog's taste vocabulary and history titles the
         catalog lacks, in request order (served as sent: a warning, not a change)."""
-        view = self._refresh()
+        view = self.catalog_view.current()
         return unknown_inputs(user.taste, user.history, view.vocab, view.titles)
 
     def taste_vocabulary(self) -> frozenset[str]:
         """Every taste key that can meet a candidate feature of the current catalog."""
-        return self._refresh().vocab
+        return self.catalog_view.current().vocab
 
-    def _image_url(self, artwork_id: str) -> str:
-        return f"{self.config.image_url_prefix}/v1/artworks/{artwork_id}/image"
-
+    # -- sticky sessions (the choose lock is theirs: choosing, feedback and the timer touch them) -----
     def _mark_active(self, row: DecisionRecord) -> None:
         with self._choose_lock:
             self.sessions.mark_active(row)
@@ -891,116 +480,6 @@ class Engine:
             self.sessions.purge(now)
         if self.role != "chooser":  # the log's sessions are shared: the learner purges them
             self.events.purge_sessions(now)
-
-    def choose(self, user: UserContext, title_ids: Sequence[str], exclude: Collection[str] = (),
-               activate: bool = True) -> list[TitleChoice]:
-        """One artwork per title for this user, logged before returning.
-
-        Unknown titles and titles with nothing left to show get a per-title error. A title the
-        user saw within the session TTL gets the same artwork again (`repeat=True`, same event
-        id, nothing logged) as long as it is still allowed: a designer disable/pin or a request
-        exclusion takes precedence over stickiness.
-
-        `activate=False` (deferred activation): the fresh decisions are logged inactive, with no
-        feedback window running, until `activate(event_id)` or their first feedback; one never
-        activated is never closed at reward 0 nor learned (it was not rendered). A repeat keeps its
-        decision's state, except that a page chosen with `activate=True` activates it (it is shown now).
-        """
-        if not isinstance(activate, bool):
-            raise RequestError("activate", f"must be true or false, got {activate!r}")
-        self._check_page(title_ids, exclude)
-        view = self._refresh()
-        user = self._with_taste(user, view)
-        excl = frozenset(exclude)
-        out: list[TitleChoice | None] = []  # None: a slot filled once the policy has chosen
-        fresh: list[DecisionRecord] = []
-        fsets: dict[str, str] = {}
-        with self._choose_lock:
-            now = self.clock()
-            sessions = self.sessions.for_user(user.user_id, [t for t in title_ids if t in view.titles], now)
-            explore = self.config.explore_share > 0 and self._explore_rng.random() < self.config.explore_share
-            chooser = self._explorer if explore else self.policy
-            wake: list[str] = []  # inactive repeats shown on an activate=True page
-            pending: list[tuple[int, str, _TitleView]] = []  # (slot in out, title) still to choose
-            for tid in title_ids:
-                tv = view.titles.get(tid)
-                if tv is None:
-                    out.append(TitleChoice(tid, error="unknown_title", message=f"unknown title id {tid!r}"))
-                    continue
-                allowed = {c.artwork_id for c in tv.candidates} - tv.disabled - excl
-                if not allowed:
-                    msg = (f"title {tid!r} has no artworks" if not tv.candidates else
-                           f"all {len(tv.candidates)} artworks of title {tid!r} are disabled or excluded")
-                    out.append(TitleChoice(tid, error="no_candidates", message=msg))
-                    continue
-                raw = sessions.get(tid)
-                s = Session._make(raw) if raw is not None else None
-                if (s is not None and s.expires > now and s.chosen in allowed
-                        and (tv.pinned is None or tv.pinned not in allowed or tv.pinned == s.chosen)):
-                    if not s.active and activate:
-                        wake.append(tid)
-                    out.append(TitleChoice(tid, s.chosen, self._image_url(s.chosen), s.event_id, s.probability,
-                                           s.policy, s.version, repeat=True, active=s.active or activate))
-                    continue
-                pending.append((len(out), tid, tv))
-                out.append(None)
-            # One policy call for the page: per-user work is shared across its titles.
-            made = chooser.choose_many(user, [TitleRequest(tid, tv.candidates, tv.pinned, tv.disabled)
-                                              for _, tid, tv in pending], excl)
-            ctx = user.to_dict()
-            for (slot, tid, tv), d in zip(pending, made):
-                if isinstance(d, PolicyError):
-                    code = "no_candidates" if isinstance(d, NoCandidatesError) else "policy_error"
-                    out[slot] = TitleChoice(tid, error=code, message=str(d))
-                    continue
-                # Features by key (`fs_key`), not per decision: the log stores each feature set once.
-                nd = DecisionRecord(uuid.uuid4().hex, now, user.user_id, tid, ctx, list(d.distribution), [], d.chosen,
-                                    float(d.probability), d.policy, int(d.version), None, dict(d.distribution),
-                                    tv.fs_key, activate)
-                fresh.append(nd)
-                fsets[tv.fs_key] = tv.fs_json
-                out[slot] = TitleChoice(tid, d.chosen, self._image_url(d.chosen), nd.event_id, nd.probability,
-                                        nd.policy, nd.version, active=activate)
-            # Logged (committed) before anyone sees the answer: a choice we cannot log is not served.
-            self.events.log_page(now, user.user_id, ctx, fresh, fsets,
-                                 now + self.config.feedback_window_s, now + self.config.session_ttl_s)
-            for nd in fresh:
-                self.sessions.remember(user.user_id, nd.title_id, nd, now + self.config.session_ttl_s, nd.active)
-            for tid in wake:
-                s = Session._make(sessions[tid])
-                if self.events.activate(s.event_id, now + self.config.feedback_window_s)[0] == "activated":
-                    self.counters["activated"] += 1
-                sessions[tid] = tuple(s._replace(active=True))
-            self.counters["choose_requests"] += 1
-            self.counters["decisions"] += len(fresh)
-            self.counters["repeats"] += sum(c.repeat for c in out)
-            self.counters["title_errors"] += sum(c.error is not None for c in out)
-        return out
-
-    def distribution(
-        self, user: UserContext, title_ids: Sequence[str], exclude: Collection[str] = ()
-    ) -> dict[str, dict[str, Any]]:
-        """The policy's current distribution per title (debug; nothing logged, no sampling, no sessions)."""
-        self._check_page(title_ids, exclude)
-        view = self._refresh()
-        user = self._with_taste(user, view)
-        out: dict[str, dict[str, Any]] = {}
-        known = [tid for tid in title_ids if tid in view.titles]
-        dists = self.policy.distributions(user, [TitleRequest(tid, view.titles[tid].candidates, view.titles[tid].pinned,
-                                                              view.titles[tid].disabled) for tid in known], exclude)
-        made = dict(zip(known, dists))
-        # Under an A/B split the user's arm answers, and says so as its decisions do.
-        serving = self.policy.arm_for(user) if isinstance(self.policy, SplitPolicy) else self.policy
-        for tid in title_ids:
-            dist = made.get(tid)
-            if dist is None:
-                out[tid] = {"error": "unknown_title", "message": f"unknown title id {tid!r}"}
-            elif isinstance(dist, PolicyError):
-                out[tid] = {"error": "no_candidates" if isinstance(dist, NoCandidatesError) else "policy_error",
-                            "message": str(dist)}
-            else:
-                out[tid] = {"distribution": dist, "policy": serving.name, "policy_version": serving.version}
-        return out
 
     # -- feedback --------------------------------------------------------------------------------------
     def reward_of(self, reward: Any = None, click: Any = None, play: Any = None, field: str = "") -> float:
@@ -1030,7 +509,8 @@ class Engine:
             res = self.events.join_feedback(event_id, reward, self.clock(), click, play,
                                             weights={"click": cfg.click_reward, "play": cfg.play_reward},
                                             activate_window=cfg.feedback_window_s)
-            self._learn_written(res.learn)
+            if self.learner is not None:  # a chooser's joins reach the learner through the log
+                self.learner.learn_written(res.learn)
         self.counters[f"feedback_{res.status}"] += 1
         if res.activated and res.row is not None:  # the post proved the decision was rendered
             self.counters["activated"] += 1
@@ -1107,7 +587,7 @@ class Engine:
     # -- catalog views and designer controls ----------------------------------------------------------
     def titles(self) -> list[dict[str, Any]]:
         """Every title of the catalog with its artwork counts and pin, ordered by title id."""
-        view = self._refresh()
+        view = self.catalog_view.current()
         names = {t.title_id: t.name for t in self.catalog.titles()}
         out = []
         for tid in sorted(view.titles):
@@ -1119,7 +599,7 @@ class Engine:
     def title_artworks(self, title_id: str) -> list[dict[str, Any]]:
         """A title's candidates with tags, faces (count, recognised cast, lead), flags and running stats
         (impressions, clicks, take rate)."""
-        view = self._refresh()
+        view = self.catalog_view.current()
         tv = view.titles.get(title_id)
         if tv is None:
             raise NotFoundError(f"unknown title id {title_id!r}")
@@ -1140,7 +620,7 @@ class Engine:
             imp, closed, clicks, rsum = stats.get(a.artwork_id, (0, 0, 0, 0.0))
             out.append({
                 "artwork_id": a.artwork_id,
-                "image_url": self._image_url(a.artwork_id),
+                "image_url": self.chooser.image_url(a.artwork_id),
                 "sha256": a.sha256,
                 "width": a.width,
                 "height": a.height,
@@ -1165,7 +645,7 @@ class Engine:
 
     def image(self, artwork_id: str) -> tuple[bytes, str, str]:
         """(bytes, sha256, content type) of an artwork's image."""
-        view = self._refresh()
+        view = self.catalog_view.current()
         a = view.artworks.get(artwork_id)
         data = self.catalog.image_bytes(artwork_id) if a is not None else None
         if a is None or data is None:
@@ -1174,7 +654,7 @@ class Engine:
 
     def image_etag(self, artwork_id: str) -> str:
         """The sha256 of an artwork's image without reading its bytes."""
-        a = self._refresh().artworks.get(artwork_id)
+        a = self.catalog_view.current().artworks.get(artwork_id)
         if a is None:
             raise NotFoundError(f"unknown artwork id {artwork_id!r}")
         return a.sha256
@@ -1185,12 +665,12 @@ class Engine:
             self.catalog.set_flags(artwork_id, pinned=pinned, disabled=disabled)
         except StoreError as e:
             raise NotFoundError(str(e)) from e
-        a = self._refresh(force=True).artworks[artwork_id]
+        a = self.catalog_view.current(force=True).artworks[artwork_id]
         return {"artwork_id": a.artwork_id, "title_id": a.title_id, "pinned": a.pinned, "disabled": a.disabled}
 
     def pin(self, title_id: str, artwork_id: str) -> dict[str, Any]:
         """Pin `artwork_id` for its title (replacing any earlier pin)."""
-        a = self._refresh().artworks.get(artwork_id)
+        a = self.catalog_view.current().artworks.get(artwork_id)
         if a is None:
             raise NotFoundError(f"unknown artwork id {artwork_id!r}")
         if a.title_id != title_id:
@@ -1199,7 +679,7 @@ class Engine:
 
     def unpin(self, title_id: str) -> dict[str, Any]:
         """Remove a title's pin (no-op when none)."""
-        tv = self._refresh().titles.get(title_id)
+        tv = self.catalog_view.current().titles.get(title_id)
         if tv is None:
             raise NotFoundError(f"unknown title id {title_id!r}")
         if tv.pinned is not None:
@@ -1219,7 +699,7 @@ class Engine:
     # -- status -------------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         """Liveness plus the few facts an operator checks first."""
-        view = self._refresh()
+        view = self.catalog_view.current()
         return {
             "status": "ok" if self.started else "starting",
             "policy": self.policy.name,
@@ -1237,7 +717,7 @@ class Engine:
     def lineage_summary(self) -> dict[str, Any]:
         """Where the served policy came from: its newest snapshot's lineage (bandit.lineage) and the
         deployment that snapshot belongs to."""
-        lin, dep = self.lineage, self._deployment
+        lin, dep = self.lineage, self._served.deployment
         return {
             "snapshot": lin.get("snapshot"), "kind": self.policy.kind, "policy": self.policy.name,
             "version": int(lin.get("version", self.policy.version)),
@@ -1259,7 +739,7 @@ class Engine:
     def metrics(self) -> dict[str, float]:
         """Counters and gauges (names without the Prometheus prefix)."""
         counts = self.events.counts()
-        view = self._refresh()
+        view = self.catalog_view.current()
         done = counts["joined"] + counts["closed"]
         m: dict[str, float] = {f"{k}_total": float(v) for k, v in self.counters.items()}
         m.update({

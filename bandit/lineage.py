@@ -125,7 +125,7 @@ def _training(path: str | os.PathLike[str]) -> tuple[dict, np.ndarray, np.ndarra
 
 
 class TrainedRows:
-    """The learn events a policy already holds from offline training, for the engine's `_learn`.
+    """The learn events a policy already holds from offline training, for the learner's `_learn`.
 
     Training learned each decision once, with the reward the exported log had. So a decision's own
     learn event is skipped, and so is a correction the training already saw (its new reward is not

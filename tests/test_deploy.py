@@ -355,7 +355,7 @@ def test_a_name_other_than_the_snapshots_kind_is_deployed_the_same_name_restores
 
 
 def test_a_long_replay_reports_progress_in_the_log(tmp_path, caplog) -> None:
-    from bandit.engine import _replay_progress
+    from bandit.learner import _replay_progress
 
     with caplog.at_level("WARNING", logger="artwork.engine"):
         assert list(_replay_progress(iter(range(5)), 5, "deploying x", every_s=0.0)) == [0, 1, 2, 3, 4]

@@ -28,9 +28,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bandit.engine import Engine, EngineConfig, _new_policy
+from bandit.engine import Engine, EngineConfig
 from bandit.events import BaseEventLog, open_event_log
 from bandit.features import UserContext
+from bandit.learner import new_policy
 from bandit.server import ServeConfig, free_port
 from bandit.storelock import StoreLocked, lock_store, unlock_store
 from pgkit import pg_cluster, pg_url, events_spec  # noqa: F401 - fixtures
@@ -92,13 +93,15 @@ def replayed_from_scratch(store: Path, events: str, upto: int | None = None):
     """A new policy that learned the whole log in one go, through the engine's one learn path."""
     eng = Engine(store, EngineConfig(events=events), start_timer=False)  # never started: writes nothing
     try:
-        eng.policy, eng.learned_seq = _new_policy(eng.config), 0
+        learner = eng.learner
+        assert learner is not None
+        learner.policy, learner.learned_seq = new_policy(eng.config), 0
         rows = eng.events.finalized_after(0)
-        eng._learn(r for r in rows if upto is None or int(r.learn_seq) <= upto)
-        return eng.policy, eng.learned_seq
+        learner._learn(r for r in rows if upto is None or int(r.learn_seq) <= upto)
+        return learner.policy, learner.learned_seq
     finally:
         eng.events.close()
-        eng._watch.close()
+        eng.catalog_view.close()
         eng.catalog.close()
 
 
