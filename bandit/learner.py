@@ -35,7 +35,7 @@ from bandit.features import UserContext
 from bandit.lineage import (SnapshotInfo, TrainedRows, file_sha256, keep_names, prune, snapshot_infos,
                             snapshot_name, write_sidecar)
 from bandit.policy import BasePolicy, PolicyError
-from bandit.registry import POLICIES, load_policy, make_policy
+from bandit.registry import SERVABLE, load_policy, make_policy
 from bandit.split import SplitPolicy
 
 if TYPE_CHECKING:  # engine.py imports this module; the config is only named in signatures here
@@ -46,7 +46,7 @@ __all__ = ["POLICY_KINDS", "Deployment", "Learner", "ServedPolicy", "new_policy"
 
 log = logging.getLogger("artwork.engine")  # one logger for the whole engine: operators filter on it
 
-POLICY_KINDS = tuple(p for p in POLICIES if p != "fixed")  # fixed needs per-title defaults: not served
+POLICY_KINDS = SERVABLE  # the names `serve --policy` accepts (the registry says which kinds can be served)
 
 
 def new_policy(cfg: EngineConfig, kind: str | None = None, seed: int | None = None) -> BasePolicy:
