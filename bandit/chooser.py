@@ -72,8 +72,11 @@ class SnapshotCopy(ServedPolicy):
     the choose lock (a page is chosen wholly by one policy copy)."""
 
     def __init__(self, config: EngineConfig, events: BaseEventLog, snapshot_dir: Path, counters: dict[str, int],
-                 choose_lock: threading.Lock) -> None:
+                 choose_lock: threading.Lock, stream: int | None = None) -> None:
         super().__init__(new_policy(config))
+        self.stream = stream  # this replica's sampling stream (`BasePolicy.reseed`), None: the snapshot's own
+        if stream is not None:
+            self.policy.reseed(stream, 0)
         self.config = config
         self.events = events
         self.snapshot_dir = snapshot_dir
@@ -96,6 +99,8 @@ class SnapshotCopy(ServedPolicy):
                                      lambda i: i.name != self.snap_name and i.learned_seq >= self.learned_seq)
         if snap is None or info is None:
             return False
+        if self.stream is not None:  # per replica and per reload: no two copies draw in step
+            snap.reseed(self.stream, self.counters["reloads"] + 1)
         with self.choose_lock:  # a page is chosen wholly by one policy copy
             self.policy, self.learned_seq = snap, info.learned_seq
             self.snap_seq, self.snap_name = info.learned_seq, info.name
@@ -117,7 +122,7 @@ class Chooser:
 
     def __init__(self, config: EngineConfig, view: CatalogView, sessions: SessionTable, events: BaseEventLog,
                  served: ServedPolicy, counters: dict[str, int], clock: Callable[[], float],
-                 lock: threading.Lock) -> None:
+                 lock: threading.Lock, stream: int | None = None) -> None:
         self.config = config
         self.view = view
         self.sessions = sessions
@@ -128,6 +133,9 @@ class Chooser:
         self.lock = lock
         self._explorer = UniformPolicy(seed=config.seed + 1)
         self._explore_rng = random.Random(config.seed + 2)
+        if stream is not None:  # a chooser replica: its own explore pages and uniform draws
+            self._explorer.reseed(stream)
+            self._explore_rng = random.Random(f"{config.seed + 2}/{stream}")
 
     @property
     def policy(self) -> BasePolicy:

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -243,16 +244,19 @@ class Engine:
         # Who holds the served policy: the learner, which learns it, or a chooser's snapshot copy.
         self.learner: Learner | None = None
         self.snapshot_copy: SnapshotCopy | None = None
+        # A chooser replica's own random stream: replicas serving copies of one snapshot with one
+        # seed would otherwise draw the same explore pages and the same samples in step.
+        self.stream: int | None = secrets.randbits(63) if self.role == "chooser" else None
         if self.role == "chooser":
             self.snapshot_copy = SnapshotCopy(self.config, self.events, self.snapshot_dir, self.counters,
-                                              self._choose_lock)
+                                              self._choose_lock, self.stream)
             self._served: ServedPolicy = self.snapshot_copy
         else:
             self.learner = Learner(self.config, self.events, self.snapshot_dir, self.catalog_view, self.counters,
                                    self.clock, self._learn_lock, deploy, ab)
             self._served = self.learner
         self.chooser = Chooser(self.config, self.catalog_view, self.sessions, self.events, self._served,
-                               self.counters, self.clock, self._choose_lock)
+                               self.counters, self.clock, self._choose_lock, self.stream)
         # Per engine, never prometheus_client's global REGISTRY: tests and the demo run several
         # engines (and servers) in one process, and a global registry refuses a second copy.
         self.registry = CollectorRegistry(auto_describe=False)
@@ -403,7 +407,7 @@ class Engine:
         head = self.events.max_learn_seq()
         served = self._served
         created = self.snapshot_copy.created if self.snapshot_copy is not None else served.lineage.get("created")
-        return {"role": self.role, "pid": os.getpid(), "snapshot": served.snap_name,
+        return {"role": self.role, "pid": os.getpid(), "stream": self.stream, "snapshot": served.snap_name,
                 "snapshot_learned_seq": served.snap_seq,
                 "snapshot_age_s": None if created is None else max(0.0, time.time() - float(created)),
                 "log_learn_seq": head, "lag_learn_events": max(0, head - served.learned_seq)}

@@ -385,6 +385,15 @@ class BasePolicy:
             n += 1
         return n
 
+    def reseed(self, *entropy: int) -> None:
+        """Sample from a new stream seeded by (seed, *entropy): the state learned is untouched.
+
+        Copies of one snapshot start from the same sampling state; a chooser replica reseeds its
+        copy so that replicas do not make the same draws in step (every propensity stays exact:
+        it is the distribution the draw was made from, whatever the stream).
+        """
+        self._rng = np.random.default_rng([self.seed, *entropy])
+
     def _rng_state(self) -> dict[str, Any]:
         return self._rng.bit_generator.state
 

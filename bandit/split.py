@@ -105,6 +105,10 @@ class SplitPolicy(BasePolicy):
                     exclude: Collection[str] = ()) -> list[Decision | PolicyError]:
         return self.arm_for(user).choose_many(user, requests, exclude)
 
+    def reseed(self, *entropy: int) -> None:
+        for i, arm in enumerate(self.arms):  # each arm samples with its own generator
+            arm.reseed(*entropy, i)
+
     def _distribution(self, user: UserContext, title_id: str, allowed: list[Candidate]) -> list[float]:
         return self.arm_for(user)._distribution(user, title_id, allowed)
 

@@ -66,12 +66,16 @@ def learn_seqs(log: BaseEventLog) -> list[int]:
     return [int(r.learn_seq) for r in log.finalized_after(0)]
 
 
-def policy_state(pol) -> dict:
-    """A saved policy's content without the zip timestamps: meta.json and every array."""
+def policy_state(pol, sampling: bool = True) -> dict:
+    """A saved policy's content without the zip timestamps: meta.json and every array
+    (`sampling=False`: without the sampling stream, which a chooser replica reseeds as its own)."""
     path = Path(f"/tmp/artwork-policy-{os.getpid()}-{id(pol)}")
     try:
         pol.save(path)
-        return state_of_bytes(path.read_bytes())
+        state = state_of_bytes(path.read_bytes())
+        if not sampling:
+            state["meta.json"].pop("rng_state")
+        return state
     finally:
         path.unlink(missing_ok=True)
 
@@ -172,7 +176,7 @@ def test_two_choosers_and_a_learner_learn_every_event_once(tmp_path: Path, event
         learner.snapshot()
         assert a.reload() and not a.reload()
         assert a.learned_seq == n and a.policy.version == learner.policy.version
-        assert policy_state(a.policy) == policy_state(learner.policy)
+        assert policy_state(a.policy, sampling=False) == policy_state(learner.policy, sampling=False)
         rs = a.health()["replica"]
         assert rs["snapshot_learned_seq"] == n and rs["lag_learn_events"] == 0 and rs["snapshot_age_s"] < 60
         assert "artwork_snapshot_learned_seq %d" % n in a.metrics_text()
@@ -191,6 +195,46 @@ def test_two_choosers_and_a_learner_learn_every_event_once(tmp_path: Path, event
     finally:
         for e in (a, b, learner):
             e.close()
+
+
+def test_chooser_replicas_draw_from_their_own_streams(tmp_path: Path) -> None:
+    """Two replicas with one seed serving one snapshot must not explore and sample in step, while
+    two single-process engines with one seed stay reproducible draw for draw."""
+    store = tmp_path / "c.db"
+    titles = build_catalog(store, n_titles=6)
+    clock = Clock()
+    learner = engine(store, clock, None, "learner")
+    a, b = (engine(store, clock, None, "chooser", explore_share=0.5) for _ in range(2))
+    try:
+        assert a.reload() or a.learned_seq == 0
+        b.reload()
+        assert a.health()["replica"]["stream"] != b.health()["replica"]["stream"]
+
+        def draws(eng: Engine, who: str) -> list[tuple[str, str, float]]:
+            out = []
+            for i in range(40):  # a new user each page: no sticky repeats, only the streams decide
+                for c in eng.choose(UserContext(f"{who}{i}", {"genre:crime": 0.9}), titles):
+                    out.append((c.policy, c.artwork_id, c.probability))
+            return out
+
+        da, db = draws(a, "a"), draws(b, "b")
+        explore_a = [p == "uniform" for p, _, _ in da][::len(titles)]
+        explore_b = [p == "uniform" for p, _, _ in db][::len(titles)]
+        assert 5 < sum(explore_a) < 35 and 5 < sum(explore_b) < 35  # each explores about half its pages
+        assert explore_a != explore_b  # not the same explore pages in step
+        assert [x[1] for x in da] != [x[1] for x in db]
+    finally:
+        for e in (a, b, learner):
+            e.close()
+    # One process, one seed: the same pages draw for draw (the demo's and the tests' determinism).
+    runs = []
+    for k in range(2):
+        other = tmp_path / f"all{k}.db"
+        build_catalog(other, n_titles=6)
+        with Engine(other, EngineConfig(explore_share=0.5), clock=Clock(), start_timer=False) as eng:
+            runs.append([(c.policy, c.artwork_id) for i in range(20)
+                         for c in eng.choose(UserContext(f"u{i}"), titles)])
+    assert runs[0] == runs[1]
 
 
 def test_a_restarted_learner_holds_the_policy_of_one_that_learned_everything(tmp_path: Path,
