@@ -103,8 +103,11 @@ def _chooser_app(cfg: ServeConfig, replicas: int, cpus: float, max_replicas: int
     size: dict[str, Any] = ({"num_replicas": replicas} if max_replicas is None else
                             {"autoscaling_config": {"min_replicas": replicas, "max_replicas": max_replicas,
                                                     "target_ongoing_requests": TARGET_ONGOING_REQUESTS}})
+    # A page request takes milliseconds: 5 s of grace for in-flight requests, not Serve's 20, so
+    # Ctrl-C (and a scale-down) does not wait on replicas that have nothing left to finish.
     @serve.deployment(name="chooser", ray_actor_options={"num_cpus": cpus},
-                      max_ongoing_requests=32, health_check_period_s=2.0, **size)
+                      max_ongoing_requests=32, health_check_period_s=2.0,
+                      graceful_shutdown_timeout_s=5.0, graceful_shutdown_wait_loop_s=0.5, **size)
     @serve.ingress(lambda: create_app(cfg))
     class Chooser:
         def replica_pid(self) -> int:

@@ -477,7 +477,11 @@ def test_the_serve_command_with_ray_serves_and_stops_on_ctrl_c(tmp_path: Path, l
             assert c.post("/v1/feedback", json={"event_id": first["event_id"], "click": True}).status_code == 200
         time.sleep(1.5)  # the other decisions' 1 s windows pass; the learner's next ticks close them
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=90) == 0, log.read_text()[-3000:]
+        try:  # a loaded 2-core box can take a while to stop Serve; the log says where it stood
+            code = proc.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"serve --ray still running 180 s after Ctrl-C:\n{log.read_text()[-3000:]}") from None
+        assert code == 0, log.read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
