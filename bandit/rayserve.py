@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -191,10 +193,16 @@ def serve_on_ray(cfg: ServeConfig, **kw: Any) -> None:
     click.echo(f"serving {cfg.store} on {svc.url} (docs at /docs): {count} chooser replicas on Ray Serve, "
                f"one learner actor; event log {StorePaths.of(cfg.store, cfg.engine.events).events}; Ctrl-C stops",
                err=True)
+    # Ctrl-C and SIGTERM (docker stop, Kubernetes) both stop it cleanly: handlers of our own that
+    # set a flag, rather than Python's KeyboardInterrupt, which covers SIGINT only and not a process
+    # started with SIGINT ignored (a `nohup ... &` from a script).
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while True:
-            time.sleep(1.0)
-    except KeyboardInterrupt:
+        while not stop.wait(0.5):
+            pass
         click.echo("stopping: replicas, then the learner (final snapshot)", err=True)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         svc.stop()

@@ -440,7 +440,8 @@ def test_replicas_and_learner_survive_sigkill_under_load(tmp_path: Path, local_r
         svc.stop()
 
 
-def test_the_serve_command_with_ray_serves_and_stops_on_ctrl_c(tmp_path: Path, local_ray) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_the_serve_command_with_ray_serves_and_stops_on_ctrl_c(tmp_path: Path, local_ray, stop_signal) -> None:
     """`artwork serve --ray` as an operator runs it: joins the cluster, autoscales 1-2 replicas,
     serves pages from a chooser replica (role in /health), and on Ctrl-C stops the replicas and the
     learner, whose final snapshot holds what it learned."""
@@ -466,17 +467,19 @@ def test_the_serve_command_with_ray_serves_and_stops_on_ctrl_c(tmp_path: Path, l
 
         health = _wait("serve --ray", up, timeout=90)
         assert health["role"] == "chooser" and health["replica"]["pid"] != proc.pid
-        from ray import serve
-
-        chooser = serve.status().applications["artwork"].deployments["chooser"]
-        assert 1 <= sum(chooser.replica_states.values()) <= 2, chooser
+        # The cluster's own record of live actors, not this process's Serve client: an earlier
+        # `serve --ray` in this cluster shut its controller down, and the client would still
+        # point at that one.
+        named = local_ray.util.list_named_actors(all_namespaces=True)
+        live = [a["name"] for a in named if a["namespace"] == "serve" and "chooser" in a["name"]]
+        assert 1 <= len(live) <= 2, named
         with httpx.Client(base_url=url, timeout=10.0) as c:
             r = c.post("/v1/choose", json={"user_id": "u1", "titles": titles})
             assert r.status_code == 200, r.text
             first = r.json()["results"][0]
             assert c.post("/v1/feedback", json={"event_id": first["event_id"], "click": True}).status_code == 200
         time.sleep(1.5)  # the other decisions' 1 s windows pass; the learner's next ticks close them
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         try:  # a loaded 2-core box can take a while to stop Serve; the log says where it stood
             code = proc.wait(timeout=180)
         except subprocess.TimeoutExpired:
