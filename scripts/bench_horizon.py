@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bandit.registry import POLICIES, make_policy  # noqa: E402
 from bandit.worlds import WORLDS, context_ceiling, run_world  # noqa: E402
-from scripts.bench_learning import _world, mean_ci  # noqa: E402
+from scripts.bench_learning import _world, check_names, mean_ci  # noqa: E402
 
 
 def window_scores(run: Any, ends: list[int]) -> list[dict[str, float]]:
@@ -147,12 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     worlds = [w for w in args.worlds.split(",") if w]
     policies = [p for p in args.policies.split(",") if p]
     ends = sorted(int(x) for x in args.at.split(",") if x)
-    for w in worlds:
-        if w not in WORLDS:
-            ap.error(f"unknown world {w!r}; known: {', '.join(WORLDS)}")
-    for p in policies:
-        if p not in POLICIES:
-            ap.error(f"unknown policy {p!r}; known: {', '.join(POLICIES)}")
+    check_names(ap, worlds, policies)
     if not ends or ends[0] < 10 or ends[-1] > args.pages:
         ap.error(f"--at must be window ends between 10 and --pages ({args.pages}), got {args.at!r}")
     if args.ceiling_pages not in ends:

@@ -73,6 +73,16 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def check_names(ap: argparse.ArgumentParser, worlds: list[str], policies: list[str]) -> None:
+    """A usage error naming the known ones for an unknown world or policy."""
+    for w in worlds:
+        if w not in WORLDS:
+            ap.error(f"unknown world {w!r}; known: {', '.join(WORLDS)}")
+    for p in policies:
+        if p not in POLICIES:
+            ap.error(f"unknown policy {p!r}; known: {', '.join(POLICIES)}")
+
+
 def _world(name: str, seed: int, pages: int) -> Any:
     cls = WORLDS[name]
     # Worlds that change mid-run (new artworks, drift) time their changes by the run's length.
@@ -269,12 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds, args.pages = 3, 1500
     worlds = [w.strip() for w in args.worlds.split(",") if w.strip()]
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    for w in worlds:
-        if w not in WORLDS:
-            ap.error(f"unknown world {w!r}; known: {', '.join(WORLDS)}")
-    for p in policies:
-        if p not in POLICIES:
-            ap.error(f"unknown policy {p!r}; known: {', '.join(POLICIES)}")
+    check_names(ap, worlds, policies)
     reused: list[dict[str, Any]] = []
     if args.reuse:
         old = json.loads(Path(args.reuse).read_text())
