@@ -45,10 +45,10 @@ from bandit.chooser import Chooser, SnapshotCopy, TitleChoice
 from bandit.events import BaseEventLog, open_event_log
 from bandit.features import (MAX_EXCLUDE, MAX_ID_CHARS, ContextError, EmbeddingProjection, InputWarning, UserContext,
                              text_problem, unknown_inputs)
-from bandit.learner import POLICY_KINDS, Learner, ServedPolicy, prepare_deployments
+from bandit.learner import Learner, ServedPolicy, prepare_deployments
 from bandit.decisions import DecisionRecord
 from bandit.policy import BasePolicy
-from bandit.registry import DEFAULT_POLICY
+from bandit.registry import DEFAULT_POLICY, SERVABLE
 from bandit.sessions import SessionTable
 from bandit.split import SplitPolicy
 
@@ -63,6 +63,9 @@ __all__ = [
     "POLICY_KINDS",
     "prometheus_text",
 ]
+
+#: The names `serve --policy` accepts: the registry's servable kinds (plug-ins included).
+POLICY_KINDS = SERVABLE
 
 log = logging.getLogger("artwork.engine")
 

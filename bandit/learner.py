@@ -41,12 +41,11 @@ from bandit.split import SplitPolicy
 if TYPE_CHECKING:  # engine.py imports this module; the config is only named in signatures here
     from bandit.engine import EngineConfig
 
-__all__ = ["POLICY_KINDS", "Deployment", "Learner", "ServedPolicy", "new_policy", "newest_snapshot",
+__all__ = ["Deployment", "Learner", "ServedPolicy", "new_policy", "newest_snapshot",
            "prepare_deployments"]
 
 log = logging.getLogger("artwork.engine")  # one logger for the whole engine: operators filter on it
 
-POLICY_KINDS = SERVABLE  # the names `serve --policy` accepts (the registry says which kinds can be served)
 
 
 def new_policy(cfg: EngineConfig, kind: str | None = None, seed: int | None = None) -> BasePolicy:
@@ -69,11 +68,11 @@ class Deployment:
 
     @classmethod
     def prepare(cls, spec: str, what: str) -> Deployment:
-        if spec in POLICY_KINDS:
+        if spec in SERVABLE:
             return cls(spec, spec)
         path = Path(spec)
         if not path.is_file():
-            raise PolicyError(f"{what} {spec!r}: neither a policy name ({', '.join(POLICY_KINDS)}) nor an existing "
+            raise PolicyError(f"{what} {spec!r}: neither a policy name ({', '.join(SERVABLE)}) nor an existing "
                               "saved policy file")
         try:
             pol = load_policy(path)
