@@ -25,6 +25,16 @@ plus slope . (x - the mean x of the users it was shown to), mapped to the probit
 replaced an artwork x user-feature group learned by diagonal ADF, which ignored how user features
 co-vary and learned 2-4x less of the reachable gap in the worlds (`scripts/bench_learning.py`).
 
+Taste segments make the personal term learn faster. Its features are the user's (context one-hots and
+taste) plus a one-hot of the user's taste segment: k-means (`segments`, 8) of the taste vectors of
+the users of the first `segment_after` learned outcomes, fitted once without looking at clicks and
+then fixed (a refit would change what every artwork's statistics mean). A segment is one feature
+where the taste behind it is spread over many noisy keys, so an artwork learns "this segment
+clicks me" from fewer outcomes than the same from each key. Learned from perfectly explored pages
+(`scripts/bench_learnability.py` settings), it closed +4 to +9 points more of the gap in the
+cluster worlds and cost 3-5 points where tastes carry nothing (`cold`, `actors`); online see the
+README's learning table.
+
 The shared weights (user features x artwork features) carry what an artwork's own data cannot
 yet say (new artworks, rare users); they have independent Gaussian posteriors (mean, variance),
 updated once per outcome by assumed density filtering on the probit likelihood with the offset
@@ -51,6 +61,7 @@ import json
 import math
 import os
 import threading
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -59,6 +70,7 @@ from statistics import NormalDist
 from zlib import crc32
 
 import numpy as np
+from scipy.cluster.vq import kmeans2
 from scipy.special import ndtri  # the probit, vectorised
 
 from bandit.features import EMB_PREFIX, Candidate, UserContext
@@ -66,7 +78,7 @@ from bandit.policy import BasePolicy, PolicyError, _check_learn_args, atomic_wri
 
 __all__ = ["BayesConfig", "BayesPolicy", "user_features", "art_features"]
 
-_FORMAT = 2  # 2: per-artwork linear personal term (1: hashed ADF group; replayed from the log)
+_FORMAT = 3  # 3: + taste segments (2: per-artwork linear personal term; 1: hashed ADF group; replayed from the log)
 _NORMAL = NormalDist()
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _K1, _K2, _K3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
@@ -87,6 +99,9 @@ class BayesConfig:
     art_strength: float = 20.0  # pseudo-impressions of the title rate in an artwork's rate
     ridge: float = 30.0  # pseudo-observations pulling each artwork's personal slope to 0
     personal_dims: int = 64  # user feature slots in the personal term (the first keys learned from)
+    segments: int = 8  # taste segments in the personal term (k-means of learned-from users' tastes); 0 = none
+    segment_weight: float = 0.5  # the segment one-hot's value among the personal features (its prior share)
+    segment_after: int = 2000  # learned outcomes whose users' tastes the segments are fitted from, once
     prior_shared: float = 0.3  # user features x artwork features
     beta: float = 1.0  # probit noise: larger = each outcome moves the residual less
     forget: float = 0.0  # per update of a title, its counts decay by this share (0 = stationary)
@@ -115,6 +130,13 @@ class BayesConfig:
             raise ValueError(f"n_draws must be 16..100000, got {self.n_draws}")
         if not 1 <= self.personal_dims <= 256:
             raise ValueError(f"personal_dims must be 1..256, got {self.personal_dims}")
+        if not 0 <= self.segments <= 32:
+            raise ValueError(f"segments must be 0..32, got {self.segments}")
+        if not (isinstance(self.segment_weight, (int, float)) and math.isfinite(self.segment_weight)
+                and self.segment_weight > 0):
+            raise ValueError(f"segment_weight must be a finite number > 0, got {self.segment_weight!r}")
+        if not max(50, 4 * self.segments) <= self.segment_after <= 1_000_000:
+            raise ValueError(f"segment_after must be {max(50, 4 * self.segments)}..1000000, got {self.segment_after}")
         if not 8 <= self.bits <= 24:
             raise ValueError(f"bits must be 8..24, got {self.bits}")
 
@@ -293,6 +315,13 @@ class BayesPolicy(BasePolicy):
         self.user_mean = np.zeros(0)
         self.users_seen = 0.0
         self._key_cache: dict[str, int] = {}
+        # Taste segments (see the module docstring): until fitted, the tastes they are fitted from.
+        self._dims = config.personal_dims + config.segments
+        self._segment_sample: list[dict[str, float]] | None = [] if config.segments else None
+        self.segment_keys: list[str] = []
+        self._segment_index: dict[str, int] = {}
+        self.segment_centres = np.zeros((0, 0))
+        self.segment_mean = np.zeros(0)
         self._fit_cache: dict[tuple[str, tuple[str, ...]], Any] = {}
         self.cache_limit = 50_000
 
@@ -305,12 +334,15 @@ class BayesPolicy(BasePolicy):
             h = self._key_cache[s] = _h(s)
         return h
 
-    def _user(self, user: UserContext) -> tuple[np.ndarray, np.ndarray]:
-        """(positions in the known user-key table, values) of the user's features (cached)."""
+    def _user(self, user: UserContext) -> tuple[np.ndarray, np.ndarray, int]:
+        """(positions in the known user-key table, values, taste segment or -1) of the user's
+        features (cached)."""
         key = (user.device, user.hour, user.country, user.row, tuple(user.taste.items()))
         hit = self._user_cache.get(key)
         if hit is None:
-            feats = [(k, v) for k, v in user_features(user) if k in self._user_keys]
+            every = user_features(user)
+            segment = self._segment_of(every) if self.segment_centres.shape[0] else -1
+            feats = [(k, v) for k, v in every if k in self._user_keys]
             # Bounded by entries and by the taste items they hold (a taste has up to 256 keys).
             if len(self._user_cache) >= self.cache_limit or self._user_cache_items > 20 * self.cache_limit:
                 self._user_cache.clear()
@@ -319,8 +351,43 @@ class BayesPolicy(BasePolicy):
             hit = self._user_cache[key] = (
                 np.array([self._user_keys[k] for k, _ in feats], dtype=np.intp),
                 np.array([v for _, v in feats], dtype=float),
+                segment,
             )
         return hit
+
+    def _segment_of(self, feats: Sequence[tuple[str, float]]) -> int:
+        """The nearest segment centre to the taste part of a user's features."""
+        v = -self.segment_mean
+        v = v.copy()
+        for k, val in feats:
+            i = self._segment_index.get(k)
+            if i is not None:
+                v[i] += val
+        return int(np.argmin(((self.segment_centres - v[None, :]) ** 2).sum(axis=1)))
+
+    def _fit_segments(self) -> None:
+        """k-means of the sampled tastes, seeded by the policy's seed: the same sample gives the
+        same segments in every process (a replayed log refits them identically)."""
+        sample = self._segment_sample or []
+        keys = sorted({k for taste in sample for k in taste})  # sorted: a saved sample's dicts come back key-sorted
+        index = {k: i for i, k in enumerate(keys)}
+        x = np.zeros((len(sample), len(keys)))
+        for r, taste in enumerate(sample):
+            for k, v in taste.items():
+                x[r, index[k]] = v
+        mean = x.mean(axis=0) if len(sample) else np.zeros(0)
+        k = min(self.config.segments, len(np.unique(x, axis=0)) if len(sample) else 0)
+        if k >= 1:
+            with warnings.catch_warnings():  # an empty cluster is kept as is: it wins no user
+                warnings.simplefilter("ignore")
+                centres, _ = kmeans2(x - mean, k, seed=np.random.default_rng([self.seed, 0x5E6]), minit="++")
+        else:
+            centres = np.zeros((1, len(keys)))
+        self.segment_keys, self._segment_index = keys, index
+        self.segment_centres, self.segment_mean = np.asarray(centres, dtype=float), mean
+        self._segment_sample = None
+        self._user_cache.clear()  # cached users were resolved without a segment
+        self._user_cache_items = 0
 
     def _admit(self, user: UserContext) -> None:
         """Give the user's feature keys a slot, when learning from them (never when only serving).
@@ -369,7 +436,7 @@ class BayesPolicy(BasePolicy):
 
     def _user_part(self, user: UserContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What the residual needs of the user, for any title: (key hashes, centred vector, x)."""
-        pos, vals = self._user(user)
+        pos, vals, segment = self._user(user)
         # Centred on the average learned-from user: that keeps the residual a residual. Averaged
         # over the audience it is zero for every artwork, so it cannot hold a copy of an artwork's
         # overall appeal (which the counts already hold, and which would then be counted twice).
@@ -377,8 +444,10 @@ class BayesPolicy(BasePolicy):
         u[pos] += vals
         hu = self._user_hash
         keep = pos < self.config.personal_dims
-        x = np.zeros(self.config.personal_dims)
+        x = np.zeros(self._dims)
         x[pos[keep]] = vals[keep]
+        if segment >= 0:
+            x[self.config.personal_dims + segment] = self.config.segment_weight
         return hu, u, x
 
     def _design(self, user: UserContext, title_id: str, cands: Sequence[Candidate],
@@ -604,12 +673,16 @@ class BayesPolicy(BasePolicy):
             arms = self.arms.setdefault(title_id, {})
             arm = arms.get(chosen)
             if arm is None:
-                arm = arms[chosen] = _ArmStats(self.config.personal_dims)
+                arm = arms[chosen] = _ArmStats(self._dims)
             arm.add(d["x"], r)
-            pos, vals = self._user(user)
+            pos, vals, _ = self._user(user)
             self.users_seen += 1.0
             self.user_mean *= 1.0 - 1.0 / self.users_seen
             self.user_mean[pos] += vals / self.users_seen
+            if self._segment_sample is not None:
+                self._segment_sample.append({k: v for k, v in user_features(user) if k.startswith("taste")})
+                if len(self._segment_sample) >= self.config.segment_after:
+                    self._fit_segments()
             self.version += 1
 
     def _gather_evidence(self, off: np.ndarray, residual: np.ndarray, idx: int, probability: float, r: float) -> None:
@@ -676,7 +749,8 @@ class BayesPolicy(BasePolicy):
                     "counts": self.counts, "totals": self.totals, "evidence": self.evidence,
                     "arms": [[t, a] for t, arms in self.arms.items() for a in arms],
                     "user_keys": list(self._user_keys), "user_mean": self.user_mean.tolist(),
-                    "users_seen": self.users_seen}
+                    "users_seen": self.users_seen, "segment_keys": self.segment_keys,
+                    "segment_sample": self._segment_sample}
             # Only the weights data has touched (a few thousand of 2**bits): small files, and the
             # learn lock (which serving waits on) is held for a copy, not for compression.
             touched = {}
@@ -685,8 +759,10 @@ class BayesPolicy(BasePolicy):
                 touched[f"index_{g}"] = ix.astype(np.int64)
                 touched[f"mean_{g}"] = self.mean[g][ix]
                 touched[f"var_{g}"] = self.var[g][ix]
+            touched["segment_centres"] = self.segment_centres
+            touched["segment_mean"] = self.segment_mean
             stats = [st for arms in self.arms.values() for st in arms.values()]
-            dims = self.config.personal_dims
+            dims = self._dims
             upper = np.triu_indices(dims)
             touched["arm_n"] = np.array([st.n for st in stats], dtype=float)
             touched["arm_sy"] = np.array([st.sy for st in stats], dtype=float)
@@ -724,6 +800,7 @@ class BayesPolicy(BasePolicy):
             pol.mean[g][ix] = mean.astype(float)
             pol.var[g][ix] = var.astype(float)
         pol._load_arms(path, meta.get("arms"), tables)
+        pol._load_segments(path, meta, tables)
         pol.counts = {t: {a: [float(c), float(n)] for a, (c, n) in arms.items()} for t, arms in meta["counts"].items()}
         pol.totals = [float(x) for x in meta["totals"]]
         pol.evidence = [float(x) for x in meta["evidence"]]
@@ -739,8 +816,23 @@ class BayesPolicy(BasePolicy):
         pol._set_rng_state(meta["rng_state"])
         return pol
 
+    def _load_segments(self, path: str | os.PathLike[str], meta: Mapping[str, Any],
+                       tables: Mapping[str, np.ndarray]) -> None:
+        keys, sample = meta.get("segment_keys"), meta.get("segment_sample")
+        centres, mean = tables.get("segment_centres"), tables.get("segment_mean")
+        fitted = centres is not None and centres.shape[0] > 0
+        if (not isinstance(keys, list) or centres is None or mean is None or centres.ndim != 2
+                or mean.shape != (len(keys),) or (fitted and centres.shape[1] != len(keys))
+                or (sample is not None and not (isinstance(sample, list) and all(isinstance(t, dict) for t in sample)))
+                or (fitted and sample is not None) or (self.config.segments and not fitted and sample is None)):
+            raise PolicyError(f"{path}: the taste segments are missing or malformed")
+        self.segment_keys = [str(k) for k in keys]
+        self._segment_index = {k: i for i, k in enumerate(self.segment_keys)}
+        self.segment_centres, self.segment_mean = centres.astype(float), mean.astype(float)
+        self._segment_sample = None if sample is None else [{str(k): float(v) for k, v in t.items()} for t in sample]
+
     def _load_arms(self, path: str | os.PathLike[str], keys: Any, tables: Mapping[str, np.ndarray]) -> None:
-        dims = self.config.personal_dims
+        dims = self._dims
         upper = np.triu_indices(dims)
         n, sy = tables.get("arm_n"), tables.get("arm_sy")
         sx, sxy, sxx = tables.get("arm_sx"), tables.get("arm_sxy"), tables.get("arm_sxx")

@@ -293,3 +293,85 @@ def test_a_page_in_one_call_is_the_same_as_title_by_title(tmp_path):
     # A title that cannot be served takes its error's place; the rest of the page is served.
     bad = pol.choose_many(users[0], [requests[0], TitleRequest("t1", titles["t1"], disabled=[c.artwork_id for c in titles["t1"]])])
     assert bad[0].title_id == "t0" and isinstance(bad[1], PolicyError)
+
+
+# -- taste segments -----------------------------------------------------------------------------
+
+
+def _segment_users(n: int, rng: np.random.Generator) -> list[tuple[UserContext, int]]:
+    """Two taste groups spread over many noisy keys (each user shows 3 of its group's 6 genres)."""
+    out = []
+    for i in range(n):
+        g = int(rng.integers(2))
+        keys = rng.choice(6, size=3, replace=False)
+        taste = {f"genre:{'ab'[g]}{k}": round(float(0.5 + 0.4 * rng.random()), 3) for k in keys}
+        out.append((UserContext(f"u{i}", taste=taste, device="tv", hour=20, country="US", row=1), g))
+    return out
+
+
+def test_segments_are_fitted_once_from_tastes_and_are_the_same_in_every_process(tmp_path):
+    rng = np.random.default_rng(7)
+    users = _segment_users(300, rng)
+    c = cands(3)
+    a = BayesPolicy(seed=4, segments=4, segment_after=120)
+    b = BayesPolicy(seed=4, segments=4, segment_after=120)
+    for i, (u, _) in enumerate(users[:119]):
+        for pol in (a, b):
+            pol.learn_one(u, "t1", c, c[i % 3].artwork_id, 1 / 3, 0.0)
+    assert a.segment_centres.shape[0] == 0  # not yet: 119 outcomes
+    assert a._design(users[0][0], "t1", c)["x"][a.config.personal_dims:].sum() == 0.0
+    a.save(tmp_path / "before.bayes")  # the sample the segments will be fitted from travels too
+    early = load_policy(tmp_path / "before.bayes")
+    for pol in (a, b, early):
+        pol.learn_one(users[119][0], "t1", c, c[0].artwork_id, 1 / 3, 0.0)
+    assert a.segment_centres.shape[0] == 4 and a._segment_sample is None
+    assert np.array_equal(a.segment_centres, b.segment_centres)
+    assert np.array_equal(a.segment_centres, early.segment_centres) and a.segment_keys == early.segment_keys
+    # Every user gets one segment, the nearest centre; the two taste groups do not share one.
+    seg = {}
+    for u, g in users:
+        x = a._design(u, "t1", c)["x"][a.config.personal_dims:]
+        assert np.count_nonzero(x) == 1 and x.max() == a.config.segment_weight
+        seg.setdefault(g, set()).add(int(np.argmax(x)))
+    assert not seg[0] & seg[1]
+    # Later outcomes never refit them.
+    centres = a.segment_centres.copy()
+    for i, (u, _) in enumerate(users[120:]):
+        a.learn_one(u, "t1", c, c[i % 3].artwork_id, 1 / 3, 1.0)
+    assert np.array_equal(a.segment_centres, centres)
+    a.save(tmp_path / "after.bayes")
+    back = load_policy(tmp_path / "after.bayes")
+    probe = users[3][0]
+    assert np.array_equal(back.predict(probe, "t1", c), a.predict(probe, "t1", c))
+
+
+def test_an_artwork_one_segment_clicks_is_ranked_first_for_that_segment():
+    rng = np.random.default_rng(11)
+    users = _segment_users(4000, rng)
+    c = cands(2)
+    pol = BayesPolicy(seed=0, gate=False, segments=4, segment_after=200)
+    clicks = {0: {"t1-a0": 0.25, "t1-a1": 0.05}, 1: {"t1-a0": 0.05, "t1-a1": 0.25}}
+    for i, (u, g) in enumerate(users[:3000]):
+        chosen = c[i % 2].artwork_id  # uniformly logged
+        pol.learn_one(u, "t1", c, chosen, 0.5, float(rng.random() < clicks[g][chosen]))
+    right = [int(np.argmax(pol.predict(u, "t1", c))) == g for u, g in users[3000:]]
+    assert np.mean(right) > 0.9
+
+
+def test_a_snapshot_with_malformed_segments_is_refused(tmp_path):
+    import zipfile
+
+    pol = BayesPolicy(seed=0, segments=2, segment_after=50)
+    for i, (u, _) in enumerate(_segment_users(60, np.random.default_rng(1))):
+        pol.learn_one(u, "t1", cands(2), "t1-a0", 0.5, float(i % 2))
+    pol.save(tmp_path / "p.bayes")
+    with zipfile.ZipFile(tmp_path / "p.bayes") as z:
+        meta, weights = json.loads(z.read("meta.json")), z.read("weights.npz")
+    meta["segment_keys"] = meta["segment_keys"][:-1]  # one key fewer than the centres have
+    with zipfile.ZipFile(tmp_path / "bad.bayes", "w") as z:
+        z.writestr("meta.json", json.dumps(meta))
+        z.writestr("weights.npz", weights)
+    with pytest.raises(PolicyError, match="taste segments"):
+        load_policy(tmp_path / "bad.bayes")
+    with pytest.raises(ValueError, match="segment_after"):
+        BayesConfig(segments=8, segment_after=10)
