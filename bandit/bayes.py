@@ -80,6 +80,7 @@ __all__ = ["BayesConfig", "BayesPolicy", "user_features", "art_features"]
 
 _FORMAT = 3  # 3: + taste segments (2: per-artwork linear personal term; 1: hashed ADF group; replayed from the log)
 _NORMAL = NormalDist()
+_SEGMENT_KEYS = 32  # taste keys per sampled user that the segments are fitted from
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _K1, _K2, _K3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
 
@@ -357,8 +358,7 @@ class BayesPolicy(BasePolicy):
 
     def _segment_of(self, feats: Sequence[tuple[str, float]]) -> int:
         """The nearest segment centre to the taste part of a user's features."""
-        v = -self.segment_mean
-        v = v.copy()
+        v = -self.segment_mean  # a new array: the mean is not changed
         for k, val in feats:
             i = self._segment_index.get(k)
             if i is not None:
@@ -680,7 +680,10 @@ class BayesPolicy(BasePolicy):
             self.user_mean *= 1.0 - 1.0 / self.users_seen
             self.user_mean[pos] += vals / self.users_seen
             if self._segment_sample is not None:
-                self._segment_sample.append({k: v for k, v in user_features(user) if k.startswith("taste")})
+                # A user's 32 strongest taste keys: the sample (saved with every snapshot until the
+                # fit) stays small when requests carry hundreds of keys.
+                taste = sorted((kv for kv in user_features(user) if kv[0].startswith("taste")), key=lambda kv: -abs(kv[1]))
+                self._segment_sample.append(dict(taste[:_SEGMENT_KEYS]))
                 if len(self._segment_sample) >= self.config.segment_after:
                     self._fit_segments()
             self.version += 1
@@ -824,7 +827,8 @@ class BayesPolicy(BasePolicy):
         if (not isinstance(keys, list) or centres is None or mean is None or centres.ndim != 2
                 or mean.shape != (len(keys),) or (fitted and centres.shape[1] != len(keys))
                 or (sample is not None and not (isinstance(sample, list) and all(isinstance(t, dict) for t in sample)))
-                or (fitted and sample is not None) or (self.config.segments and not fitted and sample is None)):
+                or (fitted and sample is not None) or (self.config.segments and not fitted and sample is None)
+                or centres.shape[0] > self.config.segments):
             raise PolicyError(f"{path}: the taste segments are missing or malformed")
         self.segment_keys = [str(k) for k in keys]
         self._segment_index = {k: i for i, k in enumerate(self.segment_keys)}

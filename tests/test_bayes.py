@@ -375,3 +375,11 @@ def test_a_snapshot_with_malformed_segments_is_refused(tmp_path):
         load_policy(tmp_path / "bad.bayes")
     with pytest.raises(ValueError, match="segment_after"):
         BayesConfig(segments=8, segment_after=10)
+
+
+def test_the_segment_sample_keeps_a_users_strongest_tastes_only():
+    pol = BayesPolicy(seed=0, segments=2, segment_after=50)
+    taste = {f"genre:g{i}": round(0.01 * (i + 1), 2) for i in range(100)}
+    pol.learn_one(UserContext("wide", taste=taste, device="tv"), "t1", cands(2), "t1-a0", 0.5, 1.0)
+    kept = pol._segment_sample[0]
+    assert len(kept) == 32 and set(kept) == {f"taste:genre:g{i}" for i in range(68, 100)}
