@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bandit.registry import POLICIES, make_policy  # noqa: E402
 from bandit.worlds import WORLDS, context_ceiling, run_world  # noqa: E402
-from scripts.bench_learning import _world, check_names, mean_ci  # noqa: E402
+from scripts.bench_learning import _world, check_names, mean_ci, plot_band  # noqa: E402
 
 
 def window_scores(run: Any, ends: list[int]) -> list[dict[str, float]]:
@@ -113,12 +113,7 @@ def plot(rows: list[dict[str, Any]], worlds: list[str], png: Path) -> None:
         ax = fig.add_subplot(1, len(worlds), i + 1)
         ceiling = None
         for r in (r for r in rows if r["world"] == w):
-            x = [c["at"] for c in r["cells"]]
-            m = [c["gap_closed"][0] for c in r["cells"]]
-            lo = [c["gap_closed"][1] for c in r["cells"]]
-            hi = [c["gap_closed"][2] for c in r["cells"]]
-            ax.plot(x, m, marker="o", label=r["policy"])
-            ax.fill_between(x, lo, hi, alpha=0.15)
+            plot_band(ax, [c["at"] for c in r["cells"]], [c["gap_closed"] for c in r["cells"]], r["policy"])
             ceiling = r["ceiling"][0]
         if ceiling is not None and math.isfinite(ceiling):
             ax.axhline(ceiling, linestyle="--", color="black", linewidth=1, label="context ceiling")

@@ -44,7 +44,7 @@ from bandit.baselines import UniformPolicy  # noqa: E402
 from bandit.bayes import BayesPolicy  # noqa: E402
 from bandit.features import Candidate, UserContext  # noqa: E402
 from bandit.worlds import World, _with_row, run_world  # noqa: E402
-from scripts.bench_learning import _world, check_names, mean_ci  # noqa: E402
+from scripts.bench_learning import _world, check_names, mean_ci, plot_band  # noqa: E402
 
 ESTIMATORS = ("counts", "bayes", "bayes, residual at full weight", "told the hidden segment")
 SEGMENT_STRENGTH = 30.0  # pseudo-impressions of the artwork's rate in each (artwork, segment) rate
@@ -180,12 +180,8 @@ def plot(rows: list[dict[str, Any]], worlds: list[str], png: Path) -> None:
     for i, w in enumerate(worlds):
         ax = fig.add_subplot(nrows, cols, i + 1)
         for r in (r for r in rows if r["world"] == w):
-            x = [c["pages"] for c in r["cells"]]
-            m = [c["gap_closed"][0] for c in r["cells"]]
-            lo = [c["gap_closed"][1] for c in r["cells"]]
-            hi = [c["gap_closed"][2] for c in r["cells"]]
-            ax.plot(x, m, marker="o", label=r["estimator"])
-            ax.fill_between(x, lo, hi, alpha=0.12)
+            plot_band(ax, [c["pages"] for c in r["cells"]], [c["gap_closed"] for c in r["cells"]], r["estimator"],
+                      alpha=0.12)
         ax.axhline(0.5, linestyle="--", color="black", linewidth=1, label="issue 10's goal (50%)")
         ax.axhline(0.0, color="grey", linewidth=0.5)
         ax.set_xscale("log")

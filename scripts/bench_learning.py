@@ -83,6 +83,12 @@ def check_names(ap: argparse.ArgumentParser, worlds: list[str], policies: list[s
             ap.error(f"unknown policy {p!r}; known: {', '.join(POLICIES)}")
 
 
+def plot_band(ax: Any, x: list[int], cis: list[tuple[float, float, float]], label: str, alpha: float = 0.15) -> None:
+    """A mean line over x and its 95% interval band (the horizon and learnability plots)."""
+    ax.plot(x, [c[0] for c in cis], marker="o", label=label)
+    ax.fill_between(x, [c[1] for c in cis], [c[2] for c in cis], alpha=alpha)
+
+
 def _world(name: str, seed: int, pages: int) -> Any:
     cls = WORLDS[name]
     # Worlds that change mid-run (new artworks, drift) time their changes by the run's length.
