@@ -47,7 +47,6 @@ __all__ = ["Deployment", "Learner", "ServedPolicy", "new_policy", "newest_snapsh
 log = logging.getLogger("artwork.engine")  # one logger for the whole engine: operators filter on it
 
 
-
 def new_policy(cfg: EngineConfig, kind: str | None = None, seed: int | None = None) -> BasePolicy:
     kind = kind or cfg.policy
     options = {"exploration": cfg.exploration} if kind == "vw" else {}

@@ -115,13 +115,13 @@ def one_run(task: tuple[str, int, int, int]) -> dict[str, Any]:
             ids = [c.artwork_id for c in cands]
             user = _with_row(page.user, j)
             p = world.click_probs(page, t, i)
-            value["counts"] += p[int(np.argmax(guarded.rates(t, ids)[0]))]
+            rates = guarded.rates(t, ids)[0]
+            value["counts"] += p[int(np.argmax(rates))]
             for name, pol in learners.items():
                 value[name] += p[int(np.argmax(pol.predict(user, t, cands)))]
             if seg_rates is not None:
                 k = segment[page.user_index]
-                base = guarded.rates(t, ids)[0]
-                s = [seg_rates[(t, a)][k] if (t, a) in seg_rates else base[m] for m, a in enumerate(ids)]
+                s = [seg_rates[(t, a)][k] if (t, a) in seg_rates else rates[m] for m, a in enumerate(ids)]
                 value["told the hidden segment"] += p[int(np.argmax(s))]
             oracle += float(p.max())
             acc = per_title.get(t)
