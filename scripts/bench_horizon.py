@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bandit.registry import POLICIES, make_policy  # noqa: E402
 from bandit.worlds import WORLDS, context_ceiling, run_world  # noqa: E402
-from scripts.bench_learning import _world, check_names, mean_ci, plot_band  # noqa: E402
+from scripts.bench_learning import _world, check_names, mean_ci, one_blas_thread, plot_band  # noqa: E402
 
 
 def window_scores(run: Any, ends: list[int]) -> list[dict[str, float]]:
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     runs: list[dict[str, Any]] = []
     ctx = mp.get_context("fork")
-    with ctx.Pool(args.jobs) as pool:
+    with ctx.Pool(args.jobs, initializer=one_blas_thread) as pool:
         ceilings = pool.map(one_ceiling, [(w, s, args.ceiling_pages) for w in worlds for s in range(args.seeds)])
         for i, r in enumerate(pool.imap_unordered(one_run, tasks), 1):
             runs.append(r)

@@ -44,7 +44,7 @@ from bandit.baselines import UniformPolicy  # noqa: E402
 from bandit.bayes import BayesPolicy  # noqa: E402
 from bandit.features import Candidate, UserContext  # noqa: E402
 from bandit.worlds import World, _with_row, run_world  # noqa: E402
-from scripts.bench_learning import _world, check_names, mean_ci, plot_band  # noqa: E402
+from scripts.bench_learning import _world, check_names, mean_ci, one_blas_thread, plot_band  # noqa: E402
 
 ESTIMATORS = ("counts", "bayes", "bayes, residual at full weight", "told the hidden segment")
 SEGMENT_STRENGTH = 30.0  # pseudo-impressions of the artwork's rate in each (artwork, segment) rate
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(tasks)} runs ({len(worlds)} worlds x {len(sizes)} sizes x {args.seeds} seeds), {args.jobs} workers",
           flush=True)
     runs: list[dict[str, Any]] = []
-    with mp.get_context("fork").Pool(args.jobs) as pool:
+    with mp.get_context("fork").Pool(args.jobs, initializer=one_blas_thread) as pool:
         for i, r in enumerate(pool.imap_unordered(one_run, tasks), 1):
             runs.append(r)
             gaps = ", ".join(f"{e} {_pct(s['gap_closed'])}" for e, s in r["scores"].items())
