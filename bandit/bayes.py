@@ -8,6 +8,7 @@ the model is hierarchical by construction, so it starts as a per-title bandit an
 only as far as the data supports it:
 
     score(user, title, artwork) =   offset(artwork)                   "which image wins for everyone"
+                                  + match(user, artwork)              "Ann's fans click Ann's face"
                                   + personal(artwork, user)           per-artwork linear model of the user
                                   + user features x artwork features  "crime fans click dark images"
     p(click) = Phi(score / beta)
@@ -24,6 +25,16 @@ model) and a corrected reward moves it exactly. Its prediction at user x is the 
 plus slope . (x - the mean x of the users it was shown to), mapped to the probit scale. It
 replaced an artwork x user-feature group learned by diagonal ADF, which ignored how user features
 co-vary and learned 2-4x less of the reachable gap in the worlds (`scripts/bench_learning.py`).
+
+The match term meets each taste key with the same tag key on the artwork: for each kind in
+`match_kinds` (actor, genre, mood), the sum over keys of (the user's taste for "actor:Ann" - the
+audience's mean taste for it) x the artwork's "actor:Ann" score. One weight per kind, learned by
+assumed density filtering like the shared weights and pooled over every title and artwork: what
+Ann's fans did on two titles carries to a third that no fan has been shown yet. It is outside the
+guard below: three weights, each with its own posterior, stay near 0 where tastes do not predict
+clicks and need no proof that personalising pays. In the `actors` world with fans who name their
+star (`scripts/bench_fans.py`) it is what shows fans their star's close-up; without it the policy
+does not learn that at all (README, "Fans").
 
 Taste segments make the personal term learn faster. Its features are the user's (context one-hots and
 taste) plus a one-hot of the user's taste segment: k-means (`segments`, 8) of the taste vectors of
@@ -78,9 +89,10 @@ from bandit.policy import BasePolicy, PolicyError, _check_learn_args, atomic_wri
 
 __all__ = ["BayesConfig", "BayesPolicy", "user_features", "art_features"]
 
-_FORMAT = 3  # 3: + taste segments (2: per-artwork linear personal term; 1: hashed ADF group; replayed from the log)
+_FORMAT = 4  # 4: + taste-meets-tag match weights (3: + taste segments; 2: per-artwork linear personal term; 1: hashed ADF group; replayed from the log)
 _NORMAL = NormalDist()
 _SEGMENT_KEYS = 32  # taste keys per sampled user that the segments are fitted from
+_MATCH_KEYS = 4096  # taste keys whose audience mean the match term centres on (later keys: mean 0)
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _K1, _K2, _K3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
 
@@ -104,6 +116,8 @@ class BayesConfig:
     segment_weight: float = 0.5  # the segment one-hot's value among the personal features (its prior share)
     segment_after: int = 2000  # learned outcomes whose users' tastes the segments are fitted from, once
     prior_shared: float = 0.3  # user features x artwork features
+    match_kinds: tuple[str, ...] = ("actor", "genre", "mood")  # taste "kind:x" meets tag "kind:x"; () = off
+    prior_match: float = 0.5  # prior variance of each kind's match weight
     beta: float = 1.0  # probit noise: larger = each outcome moves the residual less
     forget: float = 0.0  # per update of a title, its counts decay by this share (0 = stationary)
     n_draws: int = 1000  # Thompson draws per distribution estimate
@@ -119,7 +133,7 @@ class BayesConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.prior_rate < 1.0:
             raise ValueError(f"prior_rate must be in (0, 1), got {self.prior_rate}")
-        for f in ("title_strength", "art_strength", "ridge", "prior_shared", "beta"):
+        for f in ("title_strength", "art_strength", "ridge", "prior_shared", "prior_match", "beta"):
             v = getattr(self, f)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{f} must be a finite number > 0, got {v!r}")
@@ -140,6 +154,12 @@ class BayesConfig:
             raise ValueError(f"segment_after must be {max(50, 4 * self.segments)}..1000000, got {self.segment_after}")
         if not 8 <= self.bits <= 24:
             raise ValueError(f"bits must be 8..24, got {self.bits}")
+        if isinstance(self.match_kinds, str) or not isinstance(self.match_kinds, (list, tuple)):
+            raise ValueError(f"match_kinds must be a list of tag kinds such as 'actor', got {self.match_kinds!r}")
+        self.match_kinds = tuple(self.match_kinds)
+        if (len(self.match_kinds) > 8 or len(set(self.match_kinds)) != len(self.match_kinds)
+                or not all(isinstance(k, str) and k and ":" not in k for k in self.match_kinds)):
+            raise ValueError(f"match_kinds must be up to 8 distinct tag kinds without ':', got {self.match_kinds!r}")
 
     def prior(self, group: str) -> float:
         return float(getattr(self, f"prior_{group}"))
@@ -325,6 +345,11 @@ class BayesPolicy(BasePolicy):
         self.segment_mean = np.zeros(0)
         self._fit_cache: dict[tuple[str, tuple[str, ...]], Any] = {}
         self.cache_limit = 50_000
+        # Taste meets tag (see `_match`): one weight per kind, and the audience's mean taste per key.
+        self.match_mean = np.zeros(len(config.match_kinds))
+        self.match_var = np.full(len(config.match_kinds), config.prior_match)
+        self._taste_slots: dict[str, int] = {}
+        self.taste_mean = np.zeros(0)
 
     # -- feature arrays ------------------------------------------------------------------------
     def _key(self, s: str) -> int:
@@ -424,8 +449,19 @@ class BayesPolicy(BasePolicy):
         for i, feats in enumerate(arts):
             for k, v in feats:
                 vmat[i, keys[k]] = v
+        kind_of = {k: i for i, k in enumerate(self.config.match_kinds)}
+        mkeys = [k for k in keys if k.split(":", 1)[0] in kind_of and ":" in k]
+        ma = np.zeros((len(cands), len(mkeys)))
+        for i, c in enumerate(cands):
+            for j, k in enumerate(mkeys):
+                ma[i, j] = c.features.get(k, 0.0)  # the raw tag score: a confidence, not a block share
+        monehot = np.zeros((len(mkeys), len(kind_of)))
+        monehot[np.arange(len(mkeys)), [kind_of[k.split(":", 1)[0]] for k in mkeys]] = 1.0
         hit = self._title_cache[key] = {
             "key": key,
+            "mkeys": mkeys,
+            "ma": ma,
+            "monehot": monehot,
             "features": [c.features for c in cands],
             "ids": [c.artwork_id for c in cands],
             "ha": np.array([self._key(title_id + "\x00" + c.artwork_id) for c in cands], dtype=np.uint64),
@@ -462,7 +498,24 @@ class BayesPolicy(BasePolicy):
             m, s = self._mask, self._salt
             t["shared"] = _mix(hu[:, None], t["hv"][None, :], s["shared"], m)  # (nu, nv)
             t["n_user_keys"] = hu.size
-        return {**t, "u": u, "x": x, "title_id": title_id}
+        return {**t, "u": u, "x": x, "title_id": title_id, "match": self._match(user, t)}
+
+    def _match(self, user: UserContext, t: Mapping[str, Any]) -> np.ndarray:
+        """(K, kinds): per candidate and tag kind, sum over keys of (the user's taste for key - the
+        audience's mean taste for it) x the candidate's tag score for the same key.
+
+        "Likes crime" meets "looks like crime", "follows Jane Doe" meets "shows Jane Doe's face":
+        one weight per kind, pooled over every title, artwork and key, so a viewer's favourite
+        actor carries to a title nobody like them has been shown yet. Tastes are read as
+        affinities in [-1, 1]; centring keeps the term a residual (zero for the average viewer).
+        """
+        mkeys = t["mkeys"]
+        if not mkeys:
+            return np.zeros((t["ma"].shape[0], len(self.config.match_kinds)))
+        taste, slots, mean = user.taste, self._taste_slots, self.taste_mean
+        tv = np.array([min(max(taste.get(k, 0.0), -1.0), 1.0) - (mean[slots[k]] if k in slots else 0.0)
+                       for k in mkeys])
+        return (t["ma"] * tv[None, :]) @ t["monehot"]
 
     # -- the model ---------------------------------------------------------------------------------
     def rates(self, title_id: str, artwork_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -506,7 +559,7 @@ class BayesPolicy(BasePolicy):
         it too explored more and earned less in every world measured).
         """
         off, off_var, p = self._offsets(title_id, d["ids"])
-        return off + self.gate_weight() * self._residual(d, p), off_var
+        return off + d["match"] @ self.match_mean + self.gate_weight() * self._residual(d, p), off_var
 
     def _residual(self, d: dict[str, Any], rates: np.ndarray) -> np.ndarray:
         """Each candidate's personal residual on the score scale (before the guard's weight)."""
@@ -612,7 +665,12 @@ class BayesPolicy(BasePolicy):
             gate = self.gate_weight()
             off, off_var, p = self._offsets_many([(t, [c.artwork_id for c in allowed]) for t, allowed in jobs])
             sd = np.sqrt(off_var)
-            mean = off + gate * self._residuals([self._design(user, t, allowed, part) for t, allowed in jobs], p)
+            designs = [self._design(user, t, allowed, part) for t, allowed in jobs]
+            # The match term is outside the guard: a handful of pooled weights, each with its own
+            # posterior, needs no proof that personalising pays before it moves (it stays near 0
+            # where tastes do not predict clicks).
+            matched = np.concatenate([d["match"] for d in designs]) @ self.match_mean
+            mean = off + matched + gate * self._residuals(designs, p)
             # Grown by stacking into a new array, never changed in place: safe to read unlocked.
             bank = self._bank_rows(1, max(len(allowed) for _, allowed in jobs))
         # The draws (most of a page's work) outside the lock: learning need not wait for them.
@@ -655,20 +713,27 @@ class BayesPolicy(BasePolicy):
         r = min(max(float(reward), 0.0), 1.0)
         with self._lock:
             self._admit(user)
+            # The mean taste counts this user first: the first viewer of a key is the average
+            # viewer, so one early click cannot set a kind's weight from an uncentred taste.
+            self._learn_taste_mean(user)
             d = self._design(user, title_id, candidates)
             u, v = d["u"], d["v"][idx]
             off, off_var, p = self._offsets(title_id, d["ids"])
             active = [("shared", d["shared"].ravel(), np.outer(u, v).ravel())]
-            m_tot, v_tot = float(off[idx]), float(off_var[idx])
+            xm = d["match"][idx]
+            m_tot = float(off[idx]) + float(self.match_mean @ xm)
+            v_tot = float(off_var[idx]) + float(self.match_var @ (xm * xm))
             for g, ix, x in active:
                 m_tot += float(self.mean[g][ix] @ x)
                 v_tot += float(self.var[g][ix] @ (x * x))
-            self._gather_evidence(off, self._residual(d, p), idx, probability, r)
+            self._gather_evidence(off + d["match"] @ self.match_mean, self._residual(d, p), idx, probability, r)
             grad, hess = _probit_moments(m_tot, v_tot, r, self.config.beta)
             for g, ix, x in active:
                 s2 = self.var[g][ix]
                 self.mean[g][ix] = self.mean[g][ix] + x * s2 * grad
                 self.var[g][ix] = s2 * (1.0 + x * x * s2 * hess)
+            self.match_mean = self.match_mean + xm * self.match_var * grad
+            self.match_var = self.match_var * (1.0 + xm * xm * self.match_var * hess)
             self._count(title_id, chosen, r, 1.0)
             arms = self.arms.setdefault(title_id, {})
             arm = arms.get(chosen)
@@ -687,6 +752,23 @@ class BayesPolicy(BasePolicy):
                 if len(self._segment_sample) >= self.config.segment_after:
                     self._fit_segments()
             self.version += 1
+
+    def _learn_taste_mean(self, user: UserContext) -> None:
+        """Move the audience's mean taste (per key of a match kind) toward this user's."""
+        kinds = self.config.match_kinds
+        if not kinds:
+            return
+        keys = [k for k in user.taste if ":" in k and k.split(":", 1)[0] in kinds]
+        for k in keys:
+            if k not in self._taste_slots and len(self._taste_slots) < _MATCH_KEYS:
+                self._taste_slots[k] = len(self._taste_slots)
+                self.taste_mean = np.append(self.taste_mean, 0.0)
+        n = self.users_seen + 1.0  # this user included (`learn_one` counts them after)
+        self.taste_mean *= 1.0 - 1.0 / n
+        for k in keys:
+            slot = self._taste_slots.get(k)
+            if slot is not None:
+                self.taste_mean[slot] += min(max(user.taste[k], -1.0), 1.0) / n
 
     def _gather_evidence(self, off: np.ndarray, residual: np.ndarray, idx: int, probability: float, r: float) -> None:
         """Add one outcome to the guard's evidence (see `gate_weight`)."""
@@ -753,7 +835,9 @@ class BayesPolicy(BasePolicy):
                     "arms": [[t, a] for t, arms in self.arms.items() for a in arms],
                     "user_keys": list(self._user_keys), "user_mean": self.user_mean.tolist(),
                     "users_seen": self.users_seen, "segment_keys": self.segment_keys,
-                    "segment_sample": self._segment_sample}
+                    "segment_sample": self._segment_sample,
+                    "match_mean": self.match_mean.tolist(), "match_var": self.match_var.tolist(),
+                    "taste_keys": list(self._taste_slots)}
             # Only the weights data has touched (a few thousand of 2**bits): small files, and the
             # learn lock (which serving waits on) is held for a copy, not for compression.
             touched = {}
@@ -764,6 +848,7 @@ class BayesPolicy(BasePolicy):
                 touched[f"var_{g}"] = self.var[g][ix]
             touched["segment_centres"] = self.segment_centres
             touched["segment_mean"] = self.segment_mean
+            touched["taste_mean"] = self.taste_mean
             stats = [st for arms in self.arms.values() for st in arms.values()]
             dims = self._dims
             upper = np.triu_indices(dims)
@@ -804,6 +889,7 @@ class BayesPolicy(BasePolicy):
             pol.var[g][ix] = var.astype(float)
         pol._load_arms(path, meta.get("arms"), tables)
         pol._load_segments(path, meta, tables)
+        pol._load_match(path, meta, tables)
         pol.counts = {t: {a: [float(c), float(n)] for a, (c, n) in arms.items()} for t, arms in meta["counts"].items()}
         pol.totals = [float(x) for x in meta["totals"]]
         pol.evidence = [float(x) for x in meta["evidence"]]
@@ -834,6 +920,22 @@ class BayesPolicy(BasePolicy):
         self._segment_index = {k: i for i, k in enumerate(self.segment_keys)}
         self.segment_centres, self.segment_mean = centres.astype(float), mean.astype(float)
         self._segment_sample = None if sample is None else [{str(k): float(v) for k, v in t.items()} for t in sample]
+
+    def _load_match(self, path: str | os.PathLike[str], meta: Mapping[str, Any],
+                    tables: Mapping[str, np.ndarray]) -> None:
+        try:
+            mean = np.array(meta["match_mean"], dtype=float)
+            var = np.array(meta["match_var"], dtype=float)
+            keys = [str(k) for k in meta["taste_keys"]]
+            taste_mean = np.asarray(tables["taste_mean"], dtype=float)
+        except (KeyError, TypeError, ValueError) as e:
+            raise PolicyError(f"{path}: the match weights are missing or malformed ({e})") from e
+        n = len(self.config.match_kinds)
+        if (mean.shape != (n,) or var.shape != (n,) or not (np.isfinite(mean).all() and (var > 0).all())
+                or taste_mean.shape != (len(keys),) or len(set(keys)) != len(keys) or len(keys) > _MATCH_KEYS):
+            raise PolicyError(f"{path}: the match weights are missing or malformed")
+        self.match_mean, self.match_var, self.taste_mean = mean, var, taste_mean
+        self._taste_slots = {k: i for i, k in enumerate(keys)}
 
     def _load_arms(self, path: str | os.PathLike[str], keys: Any, tables: Mapping[str, np.ndarray]) -> None:
         dims = self._dims

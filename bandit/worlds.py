@@ -1168,6 +1168,38 @@ class ActorsWorld(_TableWorld):
                 if star >= 0:
                     self._taste[u] = {**self._taste[u], f"actor:{self.stars[star]}": 1.0}
 
+    def fan_exposure(self, run: WorldRun, last_share: float = 0.2) -> dict[str, float]:
+        """Whether a policy has learned who follows whom, over the last ``last_share`` of pages.
+
+        Over the decisions for a follower on a title whose candidates include a close-up of their
+        star: `star_shown`, the star's mean on-screen prominence in what was shown (1 = a close-up,
+        0 = not in it); `fan_click`, the followers' expected click rate there; `fan_oracle`, the best
+        they could have had. A policy that does not personalise shows every viewer the same mix,
+        so its `star_shown` is what any viewer gets; one that has learned shows fans their star.
+        The page's viewer comes from replaying the run's visit stream (same seed, same users).
+        """
+        if run.world != self.name:
+            raise ValueError(f"a run of world {run.world!r}, not {self.name!r}")
+        visit_rng, _, _ = world_streams(run.seed)
+        users = np.array([self.page(visit_rng, i).user_index for i in range(run.n_pages)])
+        star = self.follows[users[run.page]]
+        keep = np.flatnonzero(run._window(last_share) & (star >= 0))
+        index = {tid: t for t, tid in enumerate(self.title_ids)}
+        shown, rows = [], []
+        for i in keep:
+            tid = run.title_ids[run.title[i]]
+            t = index[tid]
+            prominence = self._vis[t][:, star[i]]
+            if prominence.max() < 0.85:  # no close-up of their star to show
+                continue
+            k = [a.artwork_id for a in self._all_arts[t]].index(run.columns[tid][run.chosen[i]])
+            shown.append(prominence[k])
+            rows.append(i)
+        return {"star_shown": float(np.mean(shown)) if shown else float("nan"),
+                "fan_click": float(run.expected[rows].mean()) if rows else float("nan"),
+                "fan_oracle": float(run.oracle[rows].mean()) if rows else float("nan"),
+                "decisions": float(len(rows))}
+
     def _model(self, rng: np.random.Generator) -> None:
         p = self.params
         n = self.n_users
