@@ -810,9 +810,9 @@ class BayesPolicy(BasePolicy):
     ) -> None:
         """A reward corrected after it was learned (a late click, click -> play).
 
-        The counts and the personal statistics move exactly. The shared weights keep what they
-        learned from the old outcome (an ADF update cannot be taken back, and one outcome moves
-        them little).
+        The counts and the personal statistics move exactly. The shared and match weights keep
+        what they learned from the old outcome (an ADF update cannot be taken back, and one
+        outcome moves them little).
         """
         _check_learn_args(title_id, candidates, chosen, probability, new_reward)
         delta = min(max(float(new_reward), 0.0), 1.0) - min(max(float(old_reward), 0.0), 1.0)
