@@ -1185,6 +1185,7 @@ class ActorsWorld(_TableWorld):
         star = self.follows[users[run.page]]
         keep = np.flatnonzero(run._window(last_share) & (star >= 0))
         index = {tid: t for t, tid in enumerate(self.title_ids)}
+        position = [{a.artwork_id: k for k, a in enumerate(arts)} for arts in self._all_arts]
         shown, rows = [], []
         for i in keep:
             tid = run.title_ids[run.title[i]]
@@ -1192,8 +1193,7 @@ class ActorsWorld(_TableWorld):
             prominence = self._vis[t][:, star[i]]
             if prominence.max() < 0.85:  # no close-up of their star to show
                 continue
-            k = [a.artwork_id for a in self._all_arts[t]].index(run.columns[tid][run.chosen[i]])
-            shown.append(prominence[k])
+            shown.append(prominence[position[t][run.columns[tid][run.chosen[i]]]])
             rows.append(i)
         return {"star_shown": float(np.mean(shown)) if shown else float("nan"),
                 "fan_click": float(run.expected[rows].mean()) if rows else float("nan"),
