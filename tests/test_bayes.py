@@ -468,3 +468,22 @@ def test_match_weights_survive_save_load_and_a_malformed_snapshot_is_refused(tmp
     for bad in ("actor", ["actor", "actor"], ["genre:crime"]):
         with pytest.raises(ValueError, match="match_kinds"):
             BayesConfig(match_kinds=bad)
+
+
+def test_the_match_terms_client_controlled_inputs_are_bounded():
+    # Taste values are read as affinities in [-1, 1]: a huge one counts as 1.
+    pol = BayesPolicy(seed=0, segments=0)
+    _learn_fans(pol, fan_gain=0.2, n=600)
+    new = _fan_titles(["t9"])["t9"]
+    loud = pol.predict(UserContext("a", taste={"actor:Ann": 1e6}, device="tv"), "t9", new)
+    plain = pol.predict(UserContext("b", taste={"actor:Ann": 1.0}, device="tv"), "t9", new)
+    assert np.allclose(loud, plain)
+    # The audience's mean taste keeps at most _MATCH_KEYS keys however many distinct keys requests send.
+    from bandit.bayes import _MATCH_KEYS
+    from bandit.features import MAX_TASTE_KEYS
+
+    c = cands(2)
+    for r in range(_MATCH_KEYS // MAX_TASTE_KEYS + 2):
+        taste = {f"genre:g{r}-{i}": 0.5 for i in range(MAX_TASTE_KEYS)}
+        pol.learn_one(UserContext(f"w{r}", taste=taste, device="tv"), "t1", c, c[0].artwork_id, 0.5, 0.0)
+    assert len(pol._taste_slots) == pol.taste_mean.size == _MATCH_KEYS
