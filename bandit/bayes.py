@@ -52,9 +52,13 @@ updated once per outcome by assumed density filtering on the probit likelihood w
 as a known baseline (as in Graepel et al. 2010, "Web-scale Bayesian click-through rate
 prediction"). User and artwork feature vectors are normalised per block, so the prior variance is
 the share of the score the group may explain a priori.
-With `forget` > 0 (off by default: a fixed rate cost more in stationary worlds than it gained
-where appeal drifts), counts decay on every update of their title, so a changed title is
-re-explored. User features are centred on the average learned-from user, and the residual enters
+When an artwork's appeal changes, the counts would follow only as fast as new outcomes outweigh
+old ones; a change detector (`_watch`) restarts the title instead: each outcome is compared with
+what the model predicted when it learned it (scaled by the catalog's ratio at that hour, so the
+day's cycle is not a change), and when an artwork's recent ratio of observed to predicted clicks
+parts from its older one by `change_z`, the artwork keeps only its recent outcomes and the
+title's other artworks lose confidence, so Thompson sampling looks at them again. (`forget` > 0 decays every count at a fixed rate instead; off by default: it cost more in
+stationary worlds than it gained where appeal drifts.) User features are centred on the average learned-from user, and the residual enters
 the scores only as far as it has out-earned the counts off-policy (`gate_weight`).
 
 Choosing: Thompson sampling. The candidates' scores are jointly Gaussian (shared weights make
@@ -89,9 +93,11 @@ from bandit.policy import BasePolicy, PolicyError, _check_learn_args, atomic_wri
 
 __all__ = ["BayesConfig", "BayesPolicy", "user_features", "art_features"]
 
-_FORMAT = 4  # 4: + taste-meets-tag match weights (3: + taste segments; 2: per-artwork linear personal term; 1: hashed ADF group; replayed from the log)
+_FORMAT = 5  # 5: + change detection (4: + taste-meets-tag match weights (3: + taste segments; 2: per-artwork linear personal term; 1: hashed ADF group; replayed from the log)
 _NORMAL = NormalDist()
 _SEGMENT_KEYS = 32  # taste keys per sampled user that the segments are fitted from
+_HOUR_PRIOR = 20.0  # predicted clicks at the all-day ratio in each hour's observed/predicted ratio (see `_watch`)
+_RESTARTS_KEPT = 100  # restarts listed in a snapshot (all are counted)
 _MATCH_KEYS = 4096  # taste keys whose audience mean the match term centres on (later keys: mean 0)
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _K1, _K2, _K3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
@@ -120,6 +126,8 @@ class BayesConfig:
     prior_match: float = 0.5  # prior variance of each kind's match weight
     beta: float = 1.0  # probit noise: larger = each outcome moves the residual less
     forget: float = 0.0  # per update of a title, its counts decay by this share (0 = stationary)
+    change_z: float = 3.5  # restart a title when an artwork's recent observed/predicted ratio parts from its older one this far (0 = never)
+    change_window: float = 500.0  # the mean age, in the artwork's impressions, of the recent outcomes in that test
     n_draws: int = 1000  # Thompson draws per distribution estimate
     floor: float = 0.0  # mix in this share of uniform exploration (0: pure Thompson)
     gate: bool = True  # use the residual only as far as it has earned more than counts alone (`gate_weight`)
@@ -139,6 +147,10 @@ class BayesConfig:
                 raise ValueError(f"{f} must be a finite number > 0, got {v!r}")
         if not 0.0 <= self.forget < 1.0:
             raise ValueError(f"forget must be in [0, 1), got {self.forget}")
+        if not (self.change_z == 0.0 or 3.0 <= self.change_z <= 50.0):
+            raise ValueError(f"change_z must be 0 (off) or 3..50, got {self.change_z}")
+        if not 10.0 <= self.change_window <= 100_000.0:
+            raise ValueError(f"change_window must be 10..100000, got {self.change_window}")
         if not 0.0 <= self.floor < 1.0:
             raise ValueError(f"floor must be in [0, 1), got {self.floor}")
         if not 16 <= self.n_draws <= 100_000:
@@ -243,6 +255,34 @@ def _probit_moments(m: float, v: float, r: float, beta: float) -> tuple[float, f
     g = (2.0 * r - 1.0) * pdf / (s * z)
     h = (2.0 * r - 1.0) * (-t * pdf) / (s * s * z) - g * g
     return g, max(h, -1.0 / (s * s))  # |h| <= 1/s^2 keeps variances positive
+
+
+def _hour_slot(hour: int | None) -> int:
+    """The hour's slot in `hour_ratio`: 0-23, or 24 when the request named no hour."""
+    return hour if hour is not None and 0 <= hour < 24 else 24
+
+
+def change_statistic(obs_new: float, pred_new: float, var_new: float,
+                     obs_old: float, pred_old: float, var_old: float) -> float:
+    """Signed root deviance for "the ratio of observed to predicted clicks has changed": two
+    Poisson samples (recent, older) against their common ratio, each part's deviance rescaled from
+    a Poisson variance to its sums' actual one (`var_*`: sums of w^2 p (1 - p)). About N(0, 1)
+    while the ratio holds, negative when the recent outcomes fall short, and skewed as counts are:
+    a burst of a rare image's clicks is not a change too early (14 clicks where the ratio says 4
+    gives +3.9; a normal approximation would say +5.1)."""
+    if min(pred_new, pred_old, var_new, var_old) <= 0.0:
+        return 0.0
+    ratio = max(obs_new + obs_old, 0.0) / (pred_new + pred_old)
+    if ratio <= 0.0:
+        return 0.0
+
+    def dev(obs: float, pred: float, var: float) -> float:
+        mu = ratio * pred
+        d = obs * math.log(obs / mu) - (obs - mu) if obs > 0.0 else mu
+        return 2.0 * d * pred / var
+
+    total = dev(obs_new, pred_new, var_new) + dev(max(obs_old, 0.0), pred_old, var_old)
+    return math.copysign(math.sqrt(max(total, 0.0)), obs_new / pred_new - max(obs_old, 0.0) / pred_old)
 
 
 class _ArmStats:
@@ -350,6 +390,12 @@ class BayesPolicy(BasePolicy):
         self.match_var = np.full(len(config.match_kinds), config.prior_match)
         self._taste_slots: dict[str, int] = {}
         self.taste_mean = np.zeros(0)
+        # Change detection (see `_watch`): title_id -> artwork_id -> observed and predicted clicks,
+        # recent (decayed per impression) and since the last restart.
+        self.recent: dict[str, dict[str, list[float]]] = {}
+        self.hour_ratio = [[0.0, 0.0] for _ in range(25)]  # per hour (24: unknown): observed, predicted clicks
+        self.restarts = 0
+        self.last_restarts: list[dict[str, Any]] = []  # the latest `_RESTARTS_KEPT`, oldest first
 
     # -- feature arrays ------------------------------------------------------------------------
     def _key(self, s: str) -> int:
@@ -462,6 +508,7 @@ class BayesPolicy(BasePolicy):
             "mkeys": mkeys,
             "ma": ma,
             "monehot": monehot,
+            "n_taste_slots": -1,  # `_match` maps mkeys to the mean-taste slots when that changes
             "features": [c.features for c in cands],
             "ids": [c.artwork_id for c in cands],
             "ha": np.array([self._key(title_id + "\x00" + c.artwork_id) for c in cands], dtype=np.uint64),
@@ -470,8 +517,9 @@ class BayesPolicy(BasePolicy):
         }
         return hit
 
-    def _user_part(self, user: UserContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What the residual needs of the user, for any title: (key hashes, centred vector, x)."""
+    def _user_part(self, user: UserContext) -> tuple[Any, ...]:
+        """What the scores need of the user, for any title: (key hashes, centred vector, x) for the
+        residual, and (centred taste by mean-taste slot, taste keys without a slot) for the match."""
         pos, vals, segment = self._user(user)
         # Centred on the average learned-from user: that keeps the residual a residual. Averaged
         # over the audience it is zero for every artwork, so it cannot hold a copy of an artwork's
@@ -484,13 +532,30 @@ class BayesPolicy(BasePolicy):
         x[pos[keep]] = vals[keep]
         if segment >= 0:
             x[self.config.personal_dims + segment] = self.config.segment_weight
-        return hu, u, x
+        return hu, u, x, *self._taste_part(user)
+
+    def _taste_part(self, user: UserContext) -> tuple[np.ndarray, dict[str, float]]:
+        """The user's match-kind tastes, clipped to [-1, 1] and centred on the audience's mean, by
+        mean-taste slot (one trailing 0 for keys without one), and those without a slot by key:
+        one pass over the user's tastes per page, so each title only gathers."""
+        slots, kinds = self._taste_slots, self.config.match_kinds
+        tv = np.zeros(len(slots) + 1)
+        tv[:-1] -= self.taste_mean
+        free: dict[str, float] = {}
+        if kinds:
+            for k, v in user.taste.items():
+                slot = slots.get(k)
+                if slot is not None:
+                    tv[slot] += min(max(v, -1.0), 1.0)
+                elif k.split(":", 1)[0] in kinds:
+                    free[k] = min(max(v, -1.0), 1.0)
+        return tv, free
 
     def _design(self, user: UserContext, title_id: str, cands: Sequence[Candidate],
-                part: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+                part: tuple[Any, ...] | None = None) -> dict[str, Any]:
         """Indices and values of every residual weight that scores these candidates for this user
         (`part`: the user's `_user_part`, when a page shares it across titles)."""
-        hu, u, x = self._user_part(user) if part is None else part
+        hu, u, x, tv, free = self._user_part(user) if part is None else part
         t = self._title(title_id, cands)
         # Centred user vectors span every known user key, so the weight indices depend only on
         # the candidates and how many keys are known: hashed once per title, not per request.
@@ -498,9 +563,9 @@ class BayesPolicy(BasePolicy):
             m, s = self._mask, self._salt
             t["shared"] = _mix(hu[:, None], t["hv"][None, :], s["shared"], m)  # (nu, nv)
             t["n_user_keys"] = hu.size
-        return {**t, "u": u, "x": x, "title_id": title_id, "match": self._match(user, t)}
+        return {**t, "u": u, "x": x, "title_id": title_id, "match": self._match(t, tv, free)}
 
-    def _match(self, user: UserContext, t: Mapping[str, Any]) -> np.ndarray:
+    def _match(self, t: dict[str, Any], tv: np.ndarray, free: Mapping[str, float]) -> np.ndarray:
         """(K, kinds): per candidate and tag kind, sum over keys of (the user's taste for key - the
         audience's mean taste for it) x the candidate's tag score for the same key.
 
@@ -512,10 +577,17 @@ class BayesPolicy(BasePolicy):
         mkeys = t["mkeys"]
         if not mkeys:
             return np.zeros((t["ma"].shape[0], len(self.config.match_kinds)))
-        taste, slots, mean = user.taste, self._taste_slots, self.taste_mean
-        tv = np.array([min(max(taste.get(k, 0.0), -1.0), 1.0) - (mean[slots[k]] if k in slots else 0.0)
-                       for k in mkeys])
-        return (t["ma"] * tv[None, :]) @ t["monehot"]
+        slots = self._taste_slots
+        if t["n_taste_slots"] != len(slots):  # slots only grow, when learning: remapped rarely
+            t["mslot"] = np.array([slots.get(k, len(slots)) for k in mkeys], dtype=np.intp)
+            t["mfree"] = [(j, k) for j, k in enumerate(mkeys) if k not in slots]
+            t["n_taste_slots"] = len(slots)
+        # `tv` was built for the current slots (the lock is held from `_user_part` to here).
+        centred = tv[t["mslot"]]
+        if free and t["mfree"]:
+            for j, k in t["mfree"]:
+                centred[j] = free.get(k, 0.0)
+        return (t["ma"] * centred[None, :]) @ t["monehot"]
 
     # -- the model ---------------------------------------------------------------------------------
     def rates(self, title_id: str, artwork_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -726,7 +798,9 @@ class BayesPolicy(BasePolicy):
             for g, ix, x in active:
                 m_tot += float(self.mean[g][ix] @ x)
                 v_tot += float(self.var[g][ix] @ (x * x))
-            self._gather_evidence(off + d["match"] @ self.match_mean, self._residual(d, p), idx, probability, r)
+            base, res = off + d["match"] @ self.match_mean, self._residual(d, p)
+            self._gather_evidence(base, res, idx, probability, r)
+            predicted = _NORMAL.cdf(float(base[idx] + self.gate_weight() * res[idx]) / self.config.beta)
             grad, hess = _probit_moments(m_tot, v_tot, r, self.config.beta)
             for g, ix, x in active:
                 s2 = self.var[g][ix]
@@ -740,6 +814,7 @@ class BayesPolicy(BasePolicy):
             if arm is None:
                 arm = arms[chosen] = _ArmStats(self._dims)
             arm.add(d["x"], r)
+            self._watch(title_id, chosen, r, predicted, user.hour)
             pos, vals, _ = self._user(user)
             self.users_seen += 1.0
             self.user_mean *= 1.0 - 1.0 / self.users_seen
@@ -780,6 +855,78 @@ class BayesPolicy(BasePolicy):
         k = 0 if idx == with_res else 5
         for j, x in enumerate((w, w * r, w * w, w * w * r, w * w * r * r)):
             self.evidence[k + j] += x
+
+    def _watch(self, title_id: str, artwork_id: str, r: float, predicted: float, hour: int | None) -> None:
+        """Restart the title when this artwork's recent outcomes have turned away from the model's
+        predictions.
+
+        Counts pool every outcome since the start, so an image that stops pulling (or starts) moves
+        its rate only as fast as new outcomes outweigh old ones: in `drift` the old favourite kept
+        winning for thousands of impressions. A fixed forgetting rate (`forget`) pays for that in
+        every stationary world. Instead each outcome is compared with what the model predicted for
+        that user when it learned it, and the ratio of observed to predicted clicks over the recent
+        outcomes (weights decaying with a mean age of `change_window` impressions) is tested
+        against the same ratio over the artwork's older ones (`change_statistic`). Predictions, not
+        raw click rates: an artwork the policy now shows to the users it suits is not a change.
+        Two ratios, not one: a model that is steadily optimistic about what it picks (the winner
+        of noisy scores is usually overrated) is not a change either.
+        """
+        cfg = self.config
+        if cfg.change_z <= 0.0:
+            return
+        # The hour of the day moves every artwork at once (prime time clicks more), and an artwork's
+        # recent outcomes may all come from one part of the day: predictions are scaled by the
+        # catalog's observed/predicted ratio around this hour (this hour and its neighbours, all
+        # outcomes so far, shrunk toward the all-day ratio), so a day is not taken for a change.
+        # Sudden shifts of the whole catalog are left to the test itself.
+        slot = _hour_slot(hour)
+        near = (slot,) if slot == 24 else ((slot - 1) % 24, slot, (slot + 1) % 24)
+        obs, pred = sum(self.hour_ratio[h][0] for h in near), sum(self.hour_ratio[h][1] for h in near)
+        day = (sum(o for o, _ in self.hour_ratio) + 1.0) / (sum(e for _, e in self.hour_ratio) + 1.0)
+        scale = (obs + _HOUR_PRIOR * day) / (pred + _HOUR_PRIOR)
+        self.hour_ratio[slot][0] += r
+        self.hour_ratio[slot][1] += predicted
+        predicted = min(predicted * scale, 1.0)
+        keep = 1.0 - 1.0 / cfg.change_window
+        rec = self.recent.setdefault(title_id, {}).setdefault(artwork_id, [0.0] * 9)
+        pv = predicted * (1.0 - predicted)
+        # recent (decayed) observed, predicted, sum w p(1-p), sum w^2 p(1-p), impressions; then
+        # the same since the last restart, undecayed: observed, predicted, sum p(1-p), impressions.
+        for i, x in ((0, r), (1, predicted), (2, pv), (4, 1.0)):
+            rec[i] = rec[i] * keep + x
+        rec[3] = rec[3] * keep * keep + pv
+        for i, x in ((5, r), (6, predicted), (7, pv), (8, 1.0)):
+            rec[i] += x
+        # Tested only once the older part is two windows long and the recent one half full.
+        if rec[4] < 0.5 * cfg.change_window or rec[8] - rec[4] < 2.0 * cfg.change_window:
+            return
+        # The older part is everything since the restart less the recent weights (1 - w each).
+        z = change_statistic(rec[0], rec[1], rec[3],
+                             rec[5] - rec[0], rec[6] - rec[1], rec[7] - 2.0 * rec[2] + rec[3])
+        if abs(z) >= cfg.change_z:
+            self._restart(title_id, artwork_id, z)
+
+    def _restart(self, title_id: str, artwork_id: str, z: float) -> None:
+        """The changed artwork keeps only its recent outcomes; every other artwork of the title
+        keeps its rate but at most `change_window` impressions of confidence, so Thompson sampling
+        looks at them again (the image that gained is usually one the policy had stopped showing)."""
+        window = self.config.change_window
+        rec = self.recent[title_id].pop(artwork_id)
+        stats = self.arms.get(title_id, {})
+        for a, cn in self.counts[title_id].items():
+            if cn[1] <= 0.0:
+                continue
+            if a == artwork_id:
+                keep, cn[0], cn[1] = min(1.0, rec[4] / cn[1]), rec[0], rec[4]
+            else:
+                keep = min(1.0, window / cn[1])
+                cn[0] *= keep
+                cn[1] *= keep
+            if a in stats:
+                stats[a].scale(keep)
+        self.restarts += 1
+        self.last_restarts = (self.last_restarts + [{"title_id": title_id, "artwork_id": artwork_id,
+                                                     "z": round(z, 2), "version": self.version}])[-_RESTARTS_KEPT:]
 
     def _count(self, title_id: str, artwork_id: str, clicks: float, impressions: float) -> None:
         arms = self.counts.setdefault(title_id, {})
@@ -823,6 +970,12 @@ class BayesPolicy(BasePolicy):
             stats = self.arms.get(title_id, {}).get(chosen)
             if stats is not None:
                 stats.correct(self._design(user, title_id, candidates)["x"], delta)
+            rec = self.recent.get(title_id, {}).get(chosen)
+            if rec is not None:  # as if it had arrived now: its weight has decayed less than its due
+                rec[0] = max(0.0, rec[0] + delta)
+                rec[5] = max(0.0, rec[5] + delta)
+                by_hour = self.hour_ratio[_hour_slot(user.hour)]
+                by_hour[0] = max(0.0, by_hour[0] + delta)
             self.version += 1
 
     # -- persistence --------------------------------------------------------------------------------
@@ -837,7 +990,9 @@ class BayesPolicy(BasePolicy):
                     "users_seen": self.users_seen, "segment_keys": self.segment_keys,
                     "segment_sample": self._segment_sample,
                     "match_mean": self.match_mean.tolist(), "match_var": self.match_var.tolist(),
-                    "taste_keys": list(self._taste_slots)}
+                    "taste_keys": list(self._taste_slots), "recent": self.recent,
+                    "restarts": self.restarts, "last_restarts": self.last_restarts,
+                    "hour_ratio": self.hour_ratio}
             # Only the weights data has touched (a few thousand of 2**bits): small files, and the
             # learn lock (which serving waits on) is held for a copy, not for compression.
             touched = {}
@@ -890,6 +1045,7 @@ class BayesPolicy(BasePolicy):
         pol._load_arms(path, meta.get("arms"), tables)
         pol._load_segments(path, meta, tables)
         pol._load_match(path, meta, tables)
+        pol._load_recent(path, meta)
         pol.counts = {t: {a: [float(c), float(n)] for a, (c, n) in arms.items()} for t, arms in meta["counts"].items()}
         pol.totals = [float(x) for x in meta["totals"]]
         pol.evidence = [float(x) for x in meta["evidence"]]
@@ -936,6 +1092,24 @@ class BayesPolicy(BasePolicy):
             raise PolicyError(f"{path}: the match weights are missing or malformed")
         self.match_mean, self.match_var, self.taste_mean = mean, var, taste_mean
         self._taste_slots = {k: i for i, k in enumerate(keys)}
+
+    def _load_recent(self, path: str | os.PathLike[str], meta: Mapping[str, Any]) -> None:
+        recent, restarts, last = meta.get("recent"), meta.get("restarts"), meta.get("last_restarts")
+        try:
+            self.recent = {str(t): {str(a): [float(x) for x in rec] for a, rec in arts.items()}
+                           for t, arts in recent.items()}
+            self.restarts = int(restarts)
+            self.hour_ratio = [[float(o), float(e)] for o, e in meta["hour_ratio"]]
+            self.last_restarts = [{"title_id": str(e["title_id"]), "artwork_id": str(e["artwork_id"]),
+                                   "z": float(e["z"]), "version": int(e["version"])} for e in last]
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise PolicyError(f"{path}: the change detector's state is missing or malformed ({e})") from e
+        if (any(len(rec) != 9 or not all(math.isfinite(x) for x in rec)
+                for arts in self.recent.values() for rec in arts.values())
+                or self.restarts < 0 or len(self.last_restarts) > _RESTARTS_KEPT
+                or len(self.hour_ratio) != 25
+                or not all(math.isfinite(x) and x >= 0.0 for pair in self.hour_ratio for x in pair)):
+            raise PolicyError(f"{path}: the change detector's state is missing or malformed")
 
     def _load_arms(self, path: str | os.PathLike[str], keys: Any, tables: Mapping[str, np.ndarray]) -> None:
         dims = self._dims

@@ -766,6 +766,9 @@ class Engine:
             "catalog_titles": len(view.titles),
             "catalog_artworks": len(view.artworks),
         })
+        restarts = getattr(self.policy, "restarts", None)  # policies with a change detector (`bayes`)
+        if isinstance(restarts, int):
+            m["policy_restarts"] = float(restarts)
         if self.role != "all":
             rs = self.replica_status()
             m.update({"snapshot_learned_seq": float(rs["snapshot_learned_seq"] if rs["snapshot_learned_seq"] is not None
@@ -798,6 +801,7 @@ _METRIC_HELP = {
     "log_quarantined": "learn events quarantined in the event log, all time (never learned)",
     "open_windows": "decisions still waiting for feedback",
     "policy_version": "number of updates the policy has learned",
+    "policy_restarts": "titles the policy restarted because an artwork's appeal changed (its change detector), all time",
     "trained_skipped_total": "learn events a deployed policy file already held from its offline training, not relearned",
     "store_bytes": "catalog size on disk (with its WAL)",
     "event_log_bytes": "event log size on disk",

@@ -891,6 +891,34 @@ class WindowWorld(ClustersWorld):
 
 
 @_register
+class DailyWorld(ClustersWorld):
+    """The clusters world on a clock: the hour follows the page index (a day is ``day_pages``
+    pages, so 3 days in 6,000) and every click rate swings with it, prime time (21:00) up and the
+    small hours down by ``swing`` logits, the same for every artwork. Built against change
+    detection: an artwork's recent click rate rises and falls every day although its appeal
+    never changes; a detector must not take the day for a change. Real traffic has this cycle, at
+    far more impressions per hour than here."""
+
+    name: ClassVar[str] = "daily"
+    description: ClassVar[str] = "clusters world on a clock: every click rate swings with the hour of a 2,000-page day"
+    signal: ClassVar[bool] = True
+    stream: ClassVar[str | None] = "clusters"
+    defaults: ClassVar[dict[str, Any]] = {**ClustersWorld.defaults, "day_pages": 2000, "swing": 0.5}
+
+    def _model(self, rng: np.random.Generator) -> None:
+        super()._model(rng)
+        cycle = float(self.params["swing"]) * np.cos(2.0 * np.pi * (np.arange(N_HOURS) - 21) / N_HOURS)
+        for t in range(len(self._K)):
+            self._H[t] = self._H[t] + cycle[:, None]
+
+    def page(self, rng: np.random.Generator, page: int) -> Page:
+        p = super().page(rng, page)  # the same draws as `clusters`: only the hour is the clock's
+        day = int(self.params["day_pages"])
+        p.user.hour = min(N_HOURS - 1, N_HOURS * (page % day) // day)
+        return p
+
+
+@_register
 class NewArtWorld(ClustersWorld):
     """The clusters world with artworks added mid-run: at 1/3 and 2/3 of ``n_pages`` each title
     gets 1-2 new artworks (appended to its list); about a third of them get a clear appeal lift

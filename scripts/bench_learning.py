@@ -26,7 +26,7 @@ Goals, checked on the first policy (the serving default):
 Prints one table, writes JSON and a PNG (gap closed per world and policy, with intervals).
 Exits 1 when a goal is missed.
 
-    python scripts/bench_learning.py                 # 12 worlds x 3 policies x 5 seeds x 6,000 pages
+    python scripts/bench_learning.py                 # every world x 3 policies x 5 seeds x 6,000 pages
     python scripts/bench_learning.py --quick         # smoke run: 3 seeds x 1,500 pages
     python scripts/bench_learning.py --worlds clusters,appeal --policies bayes,thompson
 """
@@ -295,12 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     check_names(ap, worlds, policies)
     reused: list[dict[str, Any]] = []
+    reused_ceilings: list[dict[str, Any]] = []
     if args.reuse:
         old = json.loads(Path(args.reuse).read_text())
         if old["config"]["pages"] != args.pages:
             ap.error(f"--reuse {args.reuse}: its runs have {old['config']['pages']} pages, not {args.pages}")
         reused = [r for r in old["runs"] if r["policy"] not in policies and r["world"] in worlds
                   and r["seed"] < args.seeds]
+        # A ceiling depends on the world, seed and pages only: reused with the runs.
+        reused_ceilings = [c for c in old.get("ceilings") or [] if c["world"] in worlds and c["seed"] < args.seeds]
         run_now = list(policies)
         policies += [p for p in old["policies"] if p not in policies]
     if args.baseline not in policies:
@@ -332,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             s = r["summary"]
             print(f"[{i:3d}/{len(tasks)} {time.perf_counter() - t0:6.0f}s] {r['world']:11s} {r['policy']:9s} "
                   f"seed {r['seed']}: click {s['policy']:.4f}  gap closed {s['gap_closed']:+.2f}", flush=True)
-    ceilings = ceilings_for([(w, s) for w in worlds for s in range(args.seeds)], args.pages, args.jobs, [])
+    ceilings = ceilings_for([(w, s) for w in worlds for s in range(args.seeds)], args.pages, args.jobs, reused_ceilings)
     table = aggregate(runs, policies, args.baseline, ceilings)
     goals = goals_of(table, policies[0], args.baseline)
     print()

@@ -84,7 +84,7 @@ def test_forgetting_follows_an_artwork_whose_appeal_changes():
 
     def share_of_new_best(forget: float, seed: int) -> float:
         rng = np.random.default_rng(200 + seed)
-        pol = BayesPolicy(seed=seed, forget=forget)
+        pol = BayesPolicy(seed=seed, forget=forget, change_z=0.0)  # forgetting alone, no change detection
         picks = []
         for i in range(6000):
             best = "t1-a0" if i < 4500 else "t1-a1"
@@ -96,6 +96,100 @@ def test_forgetting_follows_an_artwork_whose_appeal_changes():
 
     gains = [share_of_new_best(2e-3, seed) - share_of_new_best(0.0, seed) for seed in range(3)]
     assert min(gains) > 0.0 and np.mean(gains) > 0.05
+
+
+def _changing_title(pol: BayesPolicy, seed: int, before: int, after: int) -> tuple[list[str], list[int]]:
+    """Play one title whose favourite (a0, 12%) falls to 4% after `before` outcomes while a2 (7%)
+    rises to 14%; returns the artworks shown and `pol.restarts` after each outcome."""
+    rng = np.random.default_rng(300 + seed)
+    c = cands(3)
+    shown, restarts = [], []
+    for i in range(before + after):
+        rates = {"t1-a0": 0.12, "t1-a1": 0.05, "t1-a2": 0.07} if i < before else {
+            "t1-a0": 0.04, "t1-a1": 0.05, "t1-a2": 0.14}
+        u = user(f"u{i % 300}", device=["tv", "mobile", "web"][i % 3])
+        d = pol.choose(u, "t1", c)
+        pol.learn_one(u, "t1", c, d.chosen, d.probability, float(rng.random() < rates[d.chosen]))
+        shown.append(d.chosen)
+        restarts.append(pol.restarts)
+    return shown, restarts
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_title_restarts_when_its_favourite_stops_pulling_and_not_before(seed):
+    before, after = 5000, 3000
+    pol = BayesPolicy(seed=seed)
+    shown, restarts = _changing_title(pol, seed, before, after)
+    assert restarts[before - 1] == 0  # 5,000 stationary outcomes: no false alarm
+    assert pol.restarts >= 1
+    first = pol.last_restarts[0]
+    assert first["artwork_id"] == "t1-a0" and first["z"] < 0 and first["version"] >= before
+    assert restarts.index(1) < before + 1500  # found within half the changed stretch
+    blind, _ = _changing_title(BayesPolicy(seed=seed, change_z=0.0), seed, before, after)
+    new_best = [np.mean([s == "t1-a2" for s in run[before:]]) for run in (shown, blind)]
+    assert new_best[0] > new_best[1] + 0.2  # the image that rose is found sooner than by counting on
+
+
+def test_the_hour_of_the_day_is_not_taken_for_a_change(monkeypatch):
+    """Every artwork clicks 1.65x more at prime time and 0.6x in the morning, on a clock whose day
+    is 6,000 outcomes: an artwork's recent outcomes keep coming from one part of the day."""
+    import bandit.bayes as bayes
+
+    def play(seed: int) -> int:
+        rng = np.random.default_rng(400 + seed)
+        pol = BayesPolicy(seed=seed)
+        c = cands(3)
+        base = {"t1-a0": 0.10, "t1-a1": 0.05, "t1-a2": 0.07}
+        for i in range(15_000):
+            hour = 24 * (i % 6000) // 6000
+            swing = np.exp(0.5 * np.cos(2 * np.pi * (hour - 21) / 24))
+            u = UserContext(f"u{i % 300}", taste={"genre:crime": 0.7}, device="tv", hour=hour, country="US", row=1)
+            d = pol.choose(u, "t1", c)
+            pol.learn_one(u, "t1", c, d.chosen, d.probability, float(rng.random() < base[d.chosen] * swing))
+        return pol.restarts
+
+    assert [play(seed) for seed in (0, 1)] == [0, 0]
+    # The same days with every hour in one slot (no scaling by hour): the cycle reads as changes.
+    monkeypatch.setattr(bayes, "_hour_slot", lambda hour: 24)
+    assert min(play(seed) for seed in (0, 1)) >= 1
+
+
+def test_change_statistic_reads_a_ratio_that_moved():
+    from bandit.bayes import change_statistic
+
+    # The same observed/predicted ratio in both parts: no change, whatever the ratio.
+    assert change_statistic(10.0, 10.0, 9.0, 100.0, 100.0, 90.0) == 0.0
+    assert abs(change_statistic(5.0, 10.0, 9.0, 50.0, 100.0, 90.0)) < 1e-9
+    fell, rose = change_statistic(4.0, 20.0, 18.0, 200.0, 200.0, 180.0), change_statistic(36.0, 20.0, 18.0, 200.0, 200.0, 180.0)
+    assert fell < -3.0 and rose > 3.0
+    # A rare image's burst is read on the count scale: weaker than a normal approximation says.
+    normal = (14.0 - 4.0) / np.sqrt(3.9)
+    assert 3.0 < change_statistic(14.0, 4.0, 3.9, 1000.0, 1000.0, 975.0) < normal - 0.5
+    # Sums decayed over fewer outcomes than they weigh (variance below the Poisson one) test stronger.
+    assert abs(change_statistic(4.0, 20.0, 9.0, 200.0, 200.0, 180.0)) > abs(fell)
+    assert change_statistic(0.0, 0.0, 0.0, 10.0, 10.0, 9.0) == 0.0  # nothing recent: nothing to say
+
+
+def test_change_detection_survives_save_load_and_a_malformed_snapshot_is_refused(tmp_path):
+    import zipfile
+
+    pol = BayesPolicy(seed=0)
+    _changing_title(pol, 0, 5000, 1500)
+    assert pol.restarts >= 1
+    pol.save(tmp_path / "p.bayes")
+    back = load_policy(tmp_path / "p.bayes")
+    assert back.restarts == pol.restarts and back.last_restarts == pol.last_restarts
+    assert back.recent == pol.recent and back.counts == pol.counts
+    assert back.distribution(user("q"), "t1", cands(3)) == pol.distribution(user("q"), "t1", cands(3))
+    with zipfile.ZipFile(tmp_path / "p.bayes") as z:
+        meta, weights = json.loads(z.read("meta.json")), z.read("weights.npz")
+    for field, bad in (("recent", {"t1": {"t1-a0": [1.0, 2.0]}}), ("restarts", "many"), ("last_restarts", [{"z": 1}])):
+        broken = {**meta, field: bad}
+        with zipfile.ZipFile(tmp_path / "bad.bayes", "w") as z:
+            z.writestr("meta.json", json.dumps(broken))
+            z.writestr("weights.npz", weights)
+        with pytest.raises(PolicyError, match="change detector"):
+            load_policy(tmp_path / "bad.bayes")
 
 
 def test_fractional_and_out_of_range_rewards():
@@ -157,6 +251,11 @@ def test_config_is_validated():
         BayesConfig(prior_rate=1.0)
     with pytest.raises(ValueError, match="forget"):
         BayesConfig(forget=1.5)
+    for bad in (-1.0, 1.0, 60.0):
+        with pytest.raises(ValueError, match="change_z"):
+            BayesConfig(change_z=bad)
+    with pytest.raises(ValueError, match="change_window"):
+        BayesConfig(change_window=5.0)
     with pytest.raises(ValueError, match="unknown policy"):
         make_policy("nope")
 

@@ -72,6 +72,7 @@ def test_health_metrics_openapi(client) -> None:
             "artwork_http_request_duration_seconds_bucket", "process_resident_memory_bytes",
             "process_cpu_seconds_total", "python_gc_collections_total"} <= names
     assert 'artwork_encoder_info{encoder="test-encoder/seed0"} 1' in m.text
+    assert "artwork_policy_restarts 0\n" in m.text  # the default policy's change detector: nothing changed yet
     assert "artwork_catalog_titles 6\n" in m.text and "# TYPE artwork_decisions_total counter\n" in m.text
     # Every family once: the engine's registry and the app's are concatenated, so a name in both
     # would be a scrape error in Prometheus.

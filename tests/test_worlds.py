@@ -22,7 +22,7 @@ EXTRA = {"linear": {"n_eval": 1500}}
 EXPECTED_SIGNAL = {
     "appeal": False, "clusters": True, "linear": True, "threshold": True, "rare": True, "frequent": True,
     "position": True, "cold": True, "delayed": True, "window": True, "newart": True, "drift": False, "misleading": False,
-    "actors": True,
+    "actors": True, "daily": True,
 }
 
 
@@ -240,6 +240,21 @@ def test_drift_best_artwork_changes_after_the_midpoint() -> None:
     after = mean_probs(w, 100, start=150)
     changed = {t for t in w.title_ids if int(np.argmax(before[(t, 0)])) != int(np.argmax(after[(t, 0)]))}
     assert changed == {w.title_ids[t] for t in w.drifted} and len(changed) == 6
+
+
+def test_daily_hours_follow_the_clock_and_every_click_rate_swings_with_them() -> None:
+    w = world("daily", day_pages=240)
+    hours = [pg.user.hour for _, pg in pages(w, 480)]
+    assert hours[:10] == [0] * 10 and hours[230:240] == [23] * 10 and hours[240] == 0 and hours == hours[240:] * 2
+    for i, pg in pages(w, 20):
+        at = {h: Page(UserContext(**{**pg.user.to_dict(), "hour": h}), pg.title_ids, pg.user_index) for h in (9, 21)}
+        for t in pg.title_ids:
+            # The same viewer: every artwork 2 x swing logits up at 21:00 against 09:00, and nothing else moves.
+            logit = {h: np.log(p / (1 - p)) for h, p in ((h, w.click_probs(at[h], t, i)) for h in at)}
+            assert logit[21] - logit[9] == pytest.approx(np.full(len(logit[9]), 2 * w.params["swing"]), abs=1e-9)
+    # Apart from the hour it is `clusters`: the same users on the same pages.
+    same = [(a.user.user_id, a.title_ids) for _, a in pages(world("clusters"), 50)]
+    assert [(b.user.user_id, b.title_ids) for _, b in pages(w, 50)] == same
 
 
 def test_delayed_world_delays_feedback() -> None:
