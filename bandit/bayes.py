@@ -89,7 +89,8 @@ from scipy.cluster.vq import kmeans2
 from scipy.special import ndtri  # the probit, vectorised
 
 from bandit.features import EMB_PREFIX, Candidate, UserContext
-from bandit.policy import BasePolicy, PolicyError, _check_learn_args, atomic_write_bytes, hour_bucket
+from bandit.policy import (BasePolicy, PolicyError, PolicyState, Restart, _check_learn_args, atomic_write_bytes,
+                           hour_bucket)
 
 __all__ = ["BayesConfig", "BayesPolicy", "user_features", "art_features"]
 
@@ -712,6 +713,37 @@ class BayesPolicy(BasePolicy):
         se = math.sqrt(variances[0] + variances[1])
         z = (values[0] - values[1]) / se if se > 0.0 else 0.0
         return _NORMAL.cdf(z - self.config.gate_shift)
+
+    def describe(self) -> PolicyState:
+        """The guard's weight, the match weights, what has been learned, and the restarts."""
+        with self._lock:
+            cfg = self.config
+            arms = sum(len(a) for a in self.counts.values())
+            impressions = sum(n for a in self.counts.values() for _, n in a.values())
+            match = ", ".join(f"{k} {m:+.3f} (sd {math.sqrt(v):.3f})"
+                              for k, m, v in zip(cfg.match_kinds, self.match_mean, self.match_var))
+            if not cfg.segments:
+                segs = "off"
+            elif self._segment_sample is None:
+                segs = f"{len(self.segment_centres)} fitted"
+            else:
+                segs = f"not yet fitted ({len(self._segment_sample):,} of {cfg.segment_after:,} outcomes' users)"
+            facts = (
+                ("learned", f"{self.version:,} updates (outcomes and corrections); {len(self.counts):,} titles, "
+                            f"{arms:,} artworks, {impressions:,.0f} impressions in the counts",
+                 "a restart keeps fewer impressions in the counts than were learned"),
+                ("personalisation guard", f"{self.gate_weight():.2f}",
+                 "share of the per-artwork personal residual in the scores: it opens only as far as the "
+                 "residual has out-earned the counts alone, off-policy (0.16 before any evidence)"),
+                ("match weights", match or "off",
+                 "per tag kind, how much a viewer's taste for a tag moves an artwork that carries it "
+                 "(pooled over every title; near 0 where tastes do not predict clicks)"),
+                ("taste segments", segs, "k-means of viewers' tastes, fitted once, used by the personal residual"),
+            )
+            restarts = tuple(Restart(e["title_id"], e["artwork_id"], float(e["z"]), int(e["version"]))
+                             for e in self.last_restarts)
+            return PolicyState(kind=self.kind, name=self.name, version=self.version, facts=facts,
+                               restarts_total=self.restarts, restarts=restarts)
 
     # -- Thompson distribution -------------------------------------------------------------------
     def _bank_rows(self, purpose: int, n: int) -> np.ndarray:

@@ -44,6 +44,8 @@ __all__ = [
     "NoCandidatesError",
     "ContextError",
     "BasePolicy",
+    "PolicyState",
+    "Restart",
     "VWConfig",
     "VWPolicy",
     "EXPLORATIONS",
@@ -409,8 +411,39 @@ class BasePolicy:
         """Inverse of `save`."""
         raise NotImplementedError
 
+    def describe(self) -> PolicyState:
+        """What an operator reads about the learned state (`artwork report`'s "Policy state").
+
+        A subclass adds its own facts (`BayesPolicy`: the guard's weight, the match weights, the
+        change detector's restarts) by extending `facts` and `restarts`.
+        """
+        return PolicyState(kind=self.kind, name=self.name, version=self.version)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version})"
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A title the policy restarted because one artwork's appeal changed (`BayesPolicy._watch`)."""
+
+    title_id: str
+    artwork_id: str
+    z: float  # the change statistic that crossed the threshold (negative: the artwork fell)
+    version: int  # the policy version (outcomes learned) at the restart
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """A policy's learned state in a few readable facts: kind, name, outcomes learned, and what
+    its kind adds (label, value, why it matters), plus the change detector's restarts."""
+
+    kind: str
+    name: str
+    version: int
+    facts: tuple[tuple[str, str, str], ...] = ()
+    restarts_total: int | None = None  # None: the kind has no change detector
+    restarts: tuple[Restart, ...] = ()  # the latest ones, oldest first
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from bandit.decisions import DecisionRecord
     from bandit.features import Candidate, EmbeddingProjection, UserContext
     from bandit.learning import LearningCurve
-    from bandit.policy import Policy
+    from bandit.policy import Policy, PolicyState
     from bandit.replay import Estimate
 
 __all__ = [
@@ -280,6 +280,7 @@ class ReportData:
     generated: float | None = None  # unix seconds; None: the time of writing
     evaluated_on: str = ""  # which rows the estimates come from (`bandit.offline.Slice.description`)
     ab_test: str = ""  # an online A/B test's table (`bandit.offline.format_online`), when the log has one
+    policy_state: PolicyState | None = None  # the served or deployed policy's `describe()`
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,6 +478,7 @@ def report_data_from(
     feedback_counts: Mapping[str, int] | None = None,
     comparison: Comparison | None = None,
     evaluated_on: str = "",
+    policy_state: PolicyState | None = None,
 ) -> ReportData:
     """Gather a `ReportData`: titles and stats from ``catalog`` and ``records``, the rest as given.
 
@@ -485,7 +487,8 @@ def report_data_from(
     `UserContext`) are given, on candidates built with ``projection``. ``feedback_counts`` (the
     event log's ``EventLog.counts()``) adds the late clicks and expired feedback to the log summary.
     ``comparison`` is shown as a side-by-side table near the top; ``evaluated_on`` says which rows
-    ``estimates`` come from (shown above them).
+    ``estimates`` come from (shown above them). ``policy_state`` (default: ``policy.describe()``)
+    is the "Policy state" section: the learned state in a few facts and the change detector's restarts.
     """
     records = list(records)
     summary = log_summary(records)
@@ -507,11 +510,24 @@ def report_data_from(
         notes=list(notes),
         comparison=comparison,
         evaluated_on=evaluated_on,
+        policy_state=policy_state if policy_state is not None or policy is None else _describe(policy),
     )
     if policy is not None and segments:
         data.segments = segment_views(policy, segments, candidates_by_title(catalog, projection), segment_shares)
         data.segment_policy = policy_name or getattr(policy, "name", "") or type(policy).__name__
     return data
+
+
+_RESTARTS_SHOWN = 20  # restarts listed in "Policy state" (the snapshot keeps the latest 100)
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"\W+", "-", label)
+
+
+def _describe(policy: Policy) -> PolicyState | None:
+    describe = getattr(policy, "describe", None)  # the `Policy` protocol does not require it
+    return describe() if callable(describe) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -764,6 +780,29 @@ class _Writer:
             f"{pending} · policies: {pol}. Take rate = clicks / impressions with feedback.</p>"
         )
 
+    def policy_section(self) -> str:
+        st = self.data.policy_state
+        if st is None:
+            return ""
+        rows = [("kind", st.kind, ""), ("name", st.name, ""), *st.facts]
+        facts = "".join(f'<tr><th>{esc(k)}</th><td id="state-{esc(_slug(k))}">{esc(v)}</td>'
+                        f'<td class="muted">{esc(why)}</td></tr>' for k, v, why in rows)
+        restarts = ""
+        if st.restarts_total is not None:
+            shown = list(reversed(st.restarts))[:_RESTARTS_SHOWN]
+            lead = (f'<p class="lead" id="restarts-total">{st.restarts_total:,} restart(s) all time. A restart '
+                    "happens when one artwork's recent click rate parts from its older one, against what the "
+                    "model predicted (z: how far; negative: it fell): the artwork keeps only its recent "
+                    "outcomes and the title's other artworks are explored again."
+                    + (f" The latest {len(shown)}, newest first:" if shown else "") + "</p>")
+            body = "".join(f"<tr><td>{esc(r.title_id)}</td><td class=\"aid\">{esc(r.artwork_id)}</td>"
+                           f'<td class="n">{r.z:+.2f}</td><td class="n">{r.version:,}</td></tr>' for r in shown)
+            table = ('<table id="restarts"><tr><th>title</th><th>artwork</th><th class="n">z</th>'
+                     f'<th class="n">at update</th></tr>{body}</table>' if shown else "")
+            restarts = f"<h3>Restarts (change detection)</h3>{lead}{table}"
+        return (f'<section id="policy-state"><h2>Policy state</h2><p class="lead">What the policy has learned, '
+                f"as of its update {st.version:,}.</p><table>{facts}</table>{restarts}</section>")
+
     def title_section(self, t: TitleView) -> str:
         leader, supported = best_artwork(t.candidates)
         rated = [c for c in t.candidates if c.stats.take_rate is not None]
@@ -956,6 +995,7 @@ class _Writer:
                   if d.encoder_is_test else "")
         notes = "".join(f'<p class="lead">{esc(n)}</p>' for n in d.notes)
         body = [
+            self.policy_section(),
             self.segments_section(),
             *(self.title_section(t) for t in d.titles),
             self.curves_section(),
@@ -968,6 +1008,7 @@ class _Writer:
         ]
         toc = [("#comparison", "side by side")] if d.comparison is not None else []
         toc += [("#log", "log")]
+        toc += [("#policy-state", "policy state")] if d.policy_state is not None else []
         toc += [("#segments", "segments")] if d.segments else []
         toc += [(f"#{section_id(t.title_id)}", t.name) for t in d.titles]
         toc += [("#learning", "learning curves")] if d.curves else []

@@ -179,6 +179,7 @@ def test_change_detection_survives_save_load_and_a_malformed_snapshot_is_refused
     pol.save(tmp_path / "p.bayes")
     back = load_policy(tmp_path / "p.bayes")
     assert back.restarts == pol.restarts and back.last_restarts == pol.last_restarts
+    assert back.describe() == pol.describe()  # what `artwork report` shows of a snapshot
     assert back.recent == pol.recent and back.counts == pol.counts
     assert back.distribution(user("q"), "t1", cands(3)) == pol.distribution(user("q"), "t1", cands(3))
     with zipfile.ZipFile(tmp_path / "p.bayes") as z:
@@ -586,3 +587,29 @@ def test_the_match_terms_client_controlled_inputs_are_bounded():
         taste = {f"genre:g{r}-{i}": 0.5 for i in range(MAX_TASTE_KEYS)}
         pol.learn_one(UserContext(f"w{r}", taste=taste, device="tv"), "t1", c, c[0].artwork_id, 0.5, 0.0)
     assert len(pol._taste_slots) == pol.taste_mean.size == _MATCH_KEYS
+
+
+def test_describe_and_the_report_show_the_restarts_and_the_guard(tmp_path):
+    from bandit.policy import Restart
+    from bandit.report import ReportData, write_report
+
+    pol = BayesPolicy(seed=0)
+    fresh = pol.describe()
+    assert fresh.restarts_total == 0 and fresh.restarts == () and fresh.version == 0
+    assert dict((k, v) for k, v, _ in fresh.facts)["personalisation guard"] == "0.16"  # Phi(-1): no evidence yet
+    _changing_title(pol, 0, 5000, 1500)
+    st = pol.describe()
+    assert st.restarts_total == pol.restarts >= 1 and st.version == pol.version
+    first = pol.last_restarts[0]
+    assert st.restarts[0] == Restart("t1", first["artwork_id"], first["z"], first["version"])
+    facts = {k: v for k, v, _ in st.facts}
+    assert facts["personalisation guard"] == f"{pol.gate_weight():.2f}"
+    assert facts["match weights"].startswith("actor ") and "genre" in facts["match weights"]
+    html = write_report(ReportData(policy_state=st), tmp_path / "r").read_text()
+    assert 'id="policy-state"' in html and f'{pol.restarts:,} restart(s) all time' in html
+    assert html.count("<td>t1</td>") == min(pol.restarts, 20) and f"{first['z']:+.2f}" in html
+    # A kind without a change detector says nothing about restarts.
+    from bandit.baselines import ThompsonPolicy
+
+    html = write_report(ReportData(policy_state=ThompsonPolicy().describe()), tmp_path / "t").read_text()
+    assert 'id="policy-state"' in html and "restart" not in html.split('id="policy-state"')[1]

@@ -122,6 +122,7 @@ def test_report_and_replay_commands_on_the_demo_store(demo_run, tmp_path):
     for title_id in TITLES:
         assert f'id="{section_id(title_id)}"' in html
     assert "deployed policy (latest snapshot)" in html  # the server's final snapshot is evaluated
+    assert 'id="policy-state"' in html and 'id="restarts-total"' in html  # and its learned state shown
     assert 'id="log-late"' in html and 'id="log-expired"' in html  # a store has an event log: its counts
     log = tmp_path / "log.parquet"
     res = runner.invoke(cli, ["--store", str(store), "export-log", str(log)])
