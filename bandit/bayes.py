@@ -16,7 +16,10 @@ only as far as the data supports it:
 The offset is the artwork's own click rate, from exact counts (clicks, impressions) shrunk toward
 its title's rate, which is shrunk toward the catalog's: a Beta posterior, mapped to the probit
 scale with its variance (delta method). Counts are order-free sufficient statistics, so a run of
-early misses cannot bury an artwork the way it can bury an online-learned intercept.
+early misses cannot bury an artwork the way it can bury an online-learned intercept. When
+choosing (never when learning), decisions still waiting for their outcome count as impressions
+without a click (`bandit.pending`): a click is learned at once but a miss only when its window
+closes, so without them the first window's counts hold clicks alone and read every artwork high.
 
 The personal term is, per artwork, a ridge regression of its outcomes on the user's features with
 its own intercept: from exact sufficient statistics (n, sum x, sum y, sum x x^T, sum x y), so it
@@ -89,6 +92,7 @@ from scipy.cluster.vq import kmeans2
 from scipy.special import ndtri  # the probit, vectorised
 
 from bandit.features import EMB_PREFIX, Candidate, UserContext
+from bandit.pending import Pending
 from bandit.policy import (BasePolicy, PolicyError, PolicyState, Restart, _check_learn_args, atomic_write_bytes,
                            hour_bucket)
 
@@ -595,10 +599,16 @@ class BayesPolicy(BasePolicy):
         """Each artwork's shrunk click rate and its posterior variance (Beta mean and variance)."""
         return self._rates_many([(title_id, artwork_ids)])
 
-    def _rates_many(self, sets: Sequence[tuple[str, Sequence[str]]]) -> tuple[np.ndarray, np.ndarray]:
-        """`rates` of several titles' artworks, concatenated in order (one array pass per page)."""
+    def _rates_many(self, sets: Sequence[tuple[str, Sequence[str]]],
+                    pending: Pending | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`rates` of several titles' artworks, concatenated in order (one array pass per page).
+
+        `pending` (choosing only, never learning): decisions still open count as impressions
+        without a click, so clicks learned before their misses do not inflate the rates.
+        """
         cfg = self.config
         tot_c, tot_n = self.totals
+        tot_n += pending.total if pending is not None else 0
         catalog = (tot_c + cfg.prior_rate * cfg.title_strength) / (tot_n + cfg.title_strength)
         rows: list[Any] = []
         title_rates: list[float] = []
@@ -606,8 +616,12 @@ class BayesPolicy(BasePolicy):
             arms = self.counts.get(title_id, {})
             t_c = sum(c for c, _ in arms.values())
             t_n = sum(n for _, n in arms.values())
+            cn = [arms.get(a, (0.0, 0.0)) for a in artwork_ids]
+            if pending is not None and (open_ := pending.of(title_id)):
+                t_n += sum(open_.values())
+                cn = [(c, n + open_.get(a, 0)) for (c, n), a in zip(cn, artwork_ids)]
             title_rates += [(t_c + catalog * cfg.title_strength) / (t_n + cfg.title_strength)] * len(artwork_ids)
-            rows += [arms.get(a, (0.0, 0.0)) for a in artwork_ids]
+            rows += cn
         cn = np.array(rows, dtype=float).reshape(-1, 2)
         strength = cn[:, 1] + cfg.art_strength
         p = (cn[:, 0] + np.array(title_rates) * cfg.art_strength) / strength
@@ -618,9 +632,10 @@ class BayesPolicy(BasePolicy):
         """The rates on the score scale: probit(p), its variance by the delta method, and p."""
         return self._offsets_many([(title_id, artwork_ids)])
 
-    def _offsets_many(self, sets: Sequence[tuple[str, Sequence[str]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _offsets_many(self, sets: Sequence[tuple[str, Sequence[str]]],
+                      pending: Pending | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`_offsets` of several titles' artworks, concatenated in order."""
-        p, v = self._rates_many(sets)
+        p, v = self._rates_many(sets, pending)
         z = ndtri(p) * self.config.beta
         dens = np.exp(-0.5 * (z / self.config.beta) ** 2) / math.sqrt(2.0 * math.pi) / self.config.beta
         return z, v / (dens * dens), p
@@ -767,7 +782,9 @@ class BayesPolicy(BasePolicy):
         with self._lock:
             part = self._user_part(user)
             gate = self.gate_weight()
-            off, off_var, p = self._offsets_many([(t, [c.artwork_id for c in allowed]) for t, allowed in jobs])
+            # Open decisions count as impressions here, when choosing, and nowhere in learning.
+            off, off_var, p = self._offsets_many([(t, [c.artwork_id for c in allowed]) for t, allowed in jobs],
+                                                 self.pending)
             sd = np.sqrt(off_var)
             designs = [self._design(user, t, allowed, part) for t, allowed in jobs]
             # The match term is outside the guard: a handful of pooled weights, each with its own

@@ -103,6 +103,8 @@ class SnapshotCopy(ServedPolicy):
             snap.reseed(self.stream, self.counters["reloads"] + 1)
         with self.choose_lock:  # a page is chosen wholly by one policy copy
             self.policy, self.learned_seq = snap, info.learned_seq
+            # The learner's outcomes reach a replica only through the log: recount what is open.
+            self.open_decisions.reset(self.events.open_counts())
             self.snap_seq, self.snap_name = info.learned_seq, info.name
             self.deployment = dict(info.lineage.get("deployment") or {})
             self.lineage = dict(info.lineage)
@@ -218,9 +220,12 @@ class Chooser:
                                  now + self.config.feedback_window_s, now + self.config.session_ttl_s)
             for nd in fresh:
                 self.sessions.remember(user.user_id, nd.title_id, nd, now + self.config.session_ttl_s, nd.active)
+                if nd.active:
+                    self.served.open_decisions.add(nd.title_id, nd.chosen)
             for tid in wake:
                 s = Session._make(sessions[tid])
                 if self.events.activate(s.event_id, now + self.config.feedback_window_s)[0] == "activated":
+                    self.served.open_decisions.add(tid, s.chosen)
                     self.counters["activated"] += 1
                 sessions[tid] = tuple(s._replace(active=True))
             self.counters["choose_requests"] += 1

@@ -302,6 +302,7 @@ class Engine:
             else:
                 assert self.learner is not None
                 self.learner.restore()
+                self.learner.open_decisions.reset(self.events.open_counts())
                 now = self.clock()
                 if self.role == "all":  # a learner serves no pages: its sessions are the choosers' (in the log)
                     self.sessions.load(now)
@@ -555,6 +556,7 @@ class Engine:
             raise NotFoundError(f"unknown event id {event_id!r}")
         if status == "activated":
             self.counters["activated"] += 1
+            self._served.open_decisions.add(row.title_id, row.chosen)  # its window runs from now
             self._mark_active(row)
         return {"event_id": event_id, "status": status, "changed": status == "activated",
                 "decision_status": row.status, "deadline": row.deadline}

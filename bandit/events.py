@@ -715,6 +715,13 @@ class BaseEventLog:
         )
         return {r[0]: (int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows}
 
+    def open_counts(self) -> list[tuple[str, str, int]]:
+        """(title, artwork, decisions) of the active decisions still waiting for their outcome:
+        what a serving process counts as open (bandit.pending) when it starts or reloads."""
+        return [(str(t), str(a), int(n)) for t, a, n in self._query(
+            "SELECT title_id, chosen, COUNT(*) FROM decisions WHERE status='open' AND inactive=0 "
+            "GROUP BY title_id, chosen")]
+
     def counts(self) -> dict[str, int]:
         """Decisions by status, feedback rows and requests (for metrics and tests).
 

@@ -34,6 +34,7 @@ from bandit.events import BaseEventLog
 from bandit.features import UserContext
 from bandit.lineage import (SnapshotInfo, TrainedRows, file_sha256, keep_names, prune, snapshot_infos,
                             snapshot_name, write_sidecar)
+from bandit.pending import Pending
 from bandit.policy import BasePolicy, PolicyError
 from bandit.registry import SERVABLE, load_policy, make_policy
 from bandit.split import SplitPolicy
@@ -152,6 +153,9 @@ class ServedPolicy:
     replica status read. The learner's is the one it learns; a chooser's a snapshot copy."""
 
     def __init__(self, policy: BasePolicy) -> None:
+        # Decisions shown whose outcome is not learned yet (bandit.pending): the chooser counts
+        # them in, `_learn` counts them out, a restore or a reload resets them from the log.
+        self.open_decisions = Pending()
         self.policy = policy
         self.learned_seq = 0
         self.snap_seq: int | None = None
@@ -160,6 +164,16 @@ class ServedPolicy:
         # (bandit.lineage); set by a restore or a reload, advanced by each snapshot.
         self.deployment: dict[str, Any] = {"id": None, "source": "not started"}
         self.lineage: dict[str, Any] = {}
+
+    @property
+    def policy(self) -> BasePolicy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: BasePolicy) -> None:
+        # Every policy this process serves (restored, deployed, reloaded) chooses with its open decisions.
+        policy.attach_pending(self.open_decisions)
+        self._policy = policy
 
     def _lineage(self, source: str, parent: str | None, snapshot: str | None = None,
                  created: float | None = None) -> dict[str, Any]:
@@ -316,6 +330,8 @@ class Learner(ServedPolicy):
                 continue
             if seq != self.learned_seq + 1:
                 log.warning("learn_seq jumps from %d to %d: events in between were not learned", self.learned_seq, seq)
+            if row.old_reward is None:  # a decision's outcome: no longer open
+                self.open_decisions.resolve(row.title_id, row.chosen)
             if seq in self._quarantined:  # failed before (live, or an earlier replay): skipped the same way
                 self.learned_seq = seq
                 n += 1

@@ -32,6 +32,7 @@ import numpy as np
 import vowpal_wabbit_next as vw
 
 from bandit.features import EMB_PREFIX, Candidate, ContextError, UserContext
+from bandit.pending import Pending
 
 if TYPE_CHECKING:
     from bandit.decisions import DecisionRecord
@@ -230,6 +231,13 @@ class BasePolicy:
         self.version = 0
         self.seed = int(seed)
         self._rng = np.random.default_rng(self.seed)
+        # Decisions shown whose outcome is not learned yet (`bandit.pending`): transient serving
+        # state a kind may read when choosing (`bayes` does), never saved or learned from.
+        self.pending: Pending | None = None
+
+    def attach_pending(self, pending: Pending | None) -> None:
+        """Choose with the serving process's open decisions in view (see `bandit.pending`)."""
+        self.pending = pending
 
     def _distribution(self, user: UserContext, title_id: str, allowed: list[Candidate]) -> list[float]:
         raise NotImplementedError

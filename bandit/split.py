@@ -29,6 +29,7 @@ from typing import ClassVar
 import numpy as np
 
 from bandit.features import Candidate, UserContext
+from bandit.pending import Pending
 from bandit.policy import BasePolicy, Decision, PolicyError, TitleRequest, atomic_write_bytes
 
 __all__ = ["SplitPolicy", "arm_of", "ARM_PREFIXES", "DEFAULT_SALT"]
@@ -90,6 +91,10 @@ class SplitPolicy(BasePolicy):
     def version(self) -> int:  # type: ignore[override]
         """Updates learned by both arms together (each arm keeps its own count)."""
         return int(self.a.version) + int(self.b.version)
+
+    def attach_pending(self, pending: Pending | None) -> None:
+        """The arms choose without open decisions in view: one process's count holds both arms'
+        users, while each arm's counts hold only its own, so sharing it would bias each arm."""
 
     def arm_for(self, user: UserContext | str) -> BasePolicy:
         """The arm that serves and learns from this user."""

@@ -51,6 +51,7 @@ import numpy as np
 from artwork.records import Artwork, FaceSummary, Tags
 from bandit.features import Candidate, UserContext, candidate_from_artwork, taste_from_history
 from bandit.learning import LearningCurve
+from bandit.pending import Pending
 from bandit.policy import Policy
 from bandit.simulator import COUNTRIES, DEVICES, GENRE_MOODS, GENRES, MOODS, Simulator
 
@@ -1432,12 +1433,18 @@ def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: 
     last_catalog: Mapping[str, list[Candidate]] | None = None
     info: dict[str, tuple[list[Candidate], dict[str, int], np.ndarray | None, int]] = {}
     pending: dict[int, list[tuple[UserContext, str, list[Candidate], str, float, float]]] = {}
+    # Decisions whose outcome is not learned yet, as the service counts them (bandit.pending).
+    open_ = Pending()
+    attach = getattr(policy, "attach_pending", None) if learn else None
+    if attach is not None:
+        attach(open_)
     m = 0
     start = time.perf_counter()
     for i in range(n_pages):
         due = pending.pop(i, None)
         if due:
             for args in due:
+                open_.resolve(args[1], args[3])
                 policy.learn_one(*args)
         cat = world.catalog(i)
         if cat is not last_catalog:
@@ -1473,9 +1480,12 @@ def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: 
             m += 1
             dl = world.delay(delay_rng, reward)
             if learn:
+                open_.add(t, d.chosen)
                 pending.setdefault(i + 1 + max(0, int(dl)), []).append(
                     (user, t, cands, d.chosen, d.probability, reward))
     seconds = time.perf_counter() - start
+    if attach is not None:
+        attach(None)
     return WorldRun(
         world=getattr(world, "name", type(world).__name__),
         policy=getattr(policy, "name", type(policy).__name__),
