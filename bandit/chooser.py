@@ -73,7 +73,7 @@ class SnapshotCopy(ServedPolicy):
 
     def __init__(self, config: EngineConfig, events: BaseEventLog, snapshot_dir: Path, counters: dict[str, int],
                  choose_lock: threading.Lock, stream: int | None = None) -> None:
-        super().__init__(new_policy(config))
+        super().__init__(new_policy(config), config.count_open)
         self.stream = stream  # this replica's sampling stream (`BasePolicy.reseed`), None: the snapshot's own
         if stream is not None:
             self.policy.reseed(stream, 0)

@@ -152,10 +152,12 @@ class ServedPolicy:
     """The policy a process serves and where it came from: what /health, the lineage summary and
     replica status read. The learner's is the one it learns; a chooser's a snapshot copy."""
 
-    def __init__(self, policy: BasePolicy) -> None:
+    def __init__(self, policy: BasePolicy, count_open: bool = True) -> None:
         # Decisions shown whose outcome is not learned yet (bandit.pending): the chooser counts
-        # them in, `_learn` counts them out, a restore or a reload resets them from the log.
+        # them in, `_learn` counts them out, a restore or a reload resets them from the log; the
+        # served policy chooses with them unless `EngineConfig.count_open` is off.
         self.open_decisions = Pending()
+        self._count_open = count_open
         self.policy = policy
         self.learned_seq = 0
         self.snap_seq: int | None = None
@@ -172,7 +174,7 @@ class ServedPolicy:
     @policy.setter
     def policy(self, policy: BasePolicy) -> None:
         # Every policy this process serves (restored, deployed, reloaded) chooses with its open decisions.
-        policy.attach_pending(self.open_decisions)
+        policy.attach_pending(self.open_decisions if self._count_open else None)
         self._policy = policy
 
     def _lineage(self, source: str, parent: str | None, snapshot: str | None = None,
@@ -195,7 +197,7 @@ class Learner(ServedPolicy):
     def __init__(self, config: EngineConfig, events: BaseEventLog, snapshot_dir: Path, view: CatalogView,
                  counters: dict[str, int], clock: Callable[[], float], lock: threading.RLock,
                  deploy: Deployment | None, ab: Deployment | None) -> None:
-        super().__init__(new_policy(config))
+        super().__init__(new_policy(config), config.count_open)
         self.config = config
         self.role = config.role
         self.events = events

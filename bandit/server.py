@@ -1466,6 +1466,10 @@ def _load_serve_config(ctx: click.Context, param: click.Parameter, path: str | N
               help="reward of {play: true} (within --reward-range); an event's reward is the highest weight of its flags")
 @click.option("--explore-share", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="share of pages served uniformly at random, for replay evaluation")
+@click.option("--count-open/--no-count-open", default=True, show_default=True,
+              help="choose with the decisions still waiting for feedback counted as impressions without a click "
+                   "(misses arrive as silence when the window closes); turn off when clients post their misses "
+                   "(reward 0) as promptly as their clicks")
 @click.option("--durable", is_flag=True, help="fsync every commit (survive power loss, slower)")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False),
@@ -1490,7 +1494,8 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
                   close_interval: float, reward_range: tuple[float, float], explore_share: float, durable: bool,
                   log_level: str, click_reward: float = 1.0, play_reward: float = 1.0, strict: bool = False,
                   ab: str | None = None, ab_share: float = 0.5, ray: bool = False, address: str | None = None,
-                  replicas: int = 2, reload_interval: float = 1.0, max_replicas: int | None = None) -> None:
+                  replicas: int = 2, reload_interval: float = 1.0, max_replicas: int | None = None,
+                  count_open: bool = True) -> None:
     """Serve the decision API over HTTP (uvicorn; OpenAPI at /docs and /openapi.json)."""
     import uvicorn
 
@@ -1517,7 +1522,7 @@ def serve_command(ctx: click.Context, host: str, port: int, api_key: str | None,
                                snapshot_interval_s=snapshot_interval, close_interval_s=close_interval,
                                reward_min=reward_range[0], reward_max=reward_range[1], explore_share=explore_share,
                                durable=durable, click_reward=click_reward, play_reward=play_reward,
-                               reload_interval_s=reload_interval)
+                               reload_interval_s=reload_interval, count_open=count_open)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     cfg = ServeConfig(store=store, host=host, port=port, api_key=api_key, max_body_bytes=max_body_bytes,

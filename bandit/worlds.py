@@ -1452,6 +1452,7 @@ def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: 
         page = world.page(visit_rng, i)
         base_user = page.user
         u_click = click_rng.random(len(page.title_ids))
+        shown: list[tuple[str, str]] = []
         for j, t in enumerate(page.title_ids):
             entry = info.get(t)
             if entry is None:
@@ -1480,9 +1481,13 @@ def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: 
             m += 1
             dl = world.delay(delay_rng, reward)
             if learn:
-                open_.add(t, d.chosen)
+                shown.append((t, d.chosen))
                 pending.setdefault(i + 1 + max(0, int(dl)), []).append(
                     (user, t, cands, d.chosen, d.probability, reward))
+        # Open once the page is out, as the service logs a page chosen in one call: no title of a
+        # page sees the page's other decisions as open.
+        for t, a in shown:
+            open_.add(t, a)
     seconds = time.perf_counter() - start
     if attach is not None:
         attach(None)

@@ -98,6 +98,7 @@ def test_joins_late_clicks_duplicates_and_expired_posts(tmp_path: Path, events_s
         [d] = eng.choose(UserContext("ann"), ["t03"])
         clock.t += WINDOW - 4
         assert eng.close_expired() == 2  # b and c; d's window is still running
+        assert eng.events.open_counts() == [("t03", d.artwork_id, 1)]  # what a restart counts as open
         assert eng.close_expired() == 0  # closed once
         s0 = stats(eng, "t01", b.artwork_id)
         late = eng.feedback(b.event_id, click=True)

@@ -124,3 +124,29 @@ def test_the_engine_counts_what_the_log_holds_open(tmp_path: Path):
     eng.close_expired()  # every window closed at reward 0 and learned
     assert open_of(eng) == {} and log_of(eng) == {}
     eng.close()
+
+
+def test_run_world_counts_open_decisions_as_the_service_does(monkeypatch):
+    from bandit.worlds import make_world, run_world
+
+    def play(world: str, count: bool) -> np.ndarray:
+        pol = BayesPolicy(seed=1)
+        if not count:
+            monkeypatch.setattr(pol, "attach_pending", lambda pending: None)
+        run = run_world(make_world(world, seed=1), pol, 300, seed=1)
+        assert pol.pending is None  # detached when the run ends
+        return run.chosen
+    # Outcomes learned before the next page: nothing is open when a page is chosen (a page's
+    # decisions open together once it is out), so the run is the one without the count.
+    assert np.array_equal(play("clusters", True), play("clusters", False))
+    # Misses learned when a 200-page window closes: the count changes what is chosen.
+    assert not np.array_equal(play("window", True), play("window", False))
+
+
+def test_count_open_off_chooses_without_open_decisions(tmp_path: Path):
+    store = tmp_path / "c.db"
+    build_catalog(store, n_titles=2)
+    cfg = EngineConfig(policy="bayes", feedback_window_s=10.0, count_open=False)
+    with Engine(store, cfg, clock=lambda: 1_000_000.0, start_timer=False).start() as eng:
+        eng.choose(UserContext("ann"), ["t00", "t01"])
+        assert eng.policy.pending is None  # `serve --no-count-open`: clients post their misses themselves
