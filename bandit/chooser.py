@@ -101,10 +101,12 @@ class SnapshotCopy(ServedPolicy):
             return False
         if self.stream is not None:  # per replica and per reload: no two copies draw in step
             snap.reseed(self.stream, self.counters["reloads"] + 1)
+        # The learner's outcomes reach a replica only through the log: recount what is open (the
+        # query outside the lock: choosing does not wait for it).
+        still_open = self.events.open_counts()
         with self.choose_lock:  # a page is chosen wholly by one policy copy
             self.policy, self.learned_seq = snap, info.learned_seq
-            # The learner's outcomes reach a replica only through the log: recount what is open.
-            self.open_decisions.reset(self.events.open_counts())
+            self.open_decisions.reset(still_open)
             self.snap_seq, self.snap_name = info.learned_seq, info.name
             self.deployment = dict(info.lineage.get("deployment") or {})
             self.lineage = dict(info.lineage)

@@ -95,6 +95,8 @@ class SplitPolicy(BasePolicy):
     def attach_pending(self, pending: Pending | None) -> None:
         """The arms choose without open decisions in view: one process's count holds both arms'
         users, while each arm's counts hold only its own, so sharing it would bias each arm."""
+        for arm in self.arms:  # an arm served alone before the split (restore) had the count attached
+            arm.attach_pending(None)
 
     def arm_for(self, user: UserContext | str) -> BasePolicy:
         """The arm that serves and learns from this user."""

@@ -150,3 +150,16 @@ def test_count_open_off_chooses_without_open_decisions(tmp_path: Path):
     with Engine(store, cfg, clock=lambda: 1_000_000.0, start_timer=False).start() as eng:
         eng.choose(UserContext("ann"), ["t00", "t01"])
         assert eng.policy.pending is None  # `serve --no-count-open`: clients post their misses themselves
+
+
+def test_the_arms_of_an_ab_split_choose_without_the_shared_count(tmp_path: Path):
+    from bandit.split import SplitPolicy
+
+    store = tmp_path / "c.db"
+    build_catalog(store, n_titles=2)
+    cfg = EngineConfig(policy="bayes", ab="bayes", ab_share=0.5, feedback_window_s=10.0)
+    with Engine(store, cfg, clock=lambda: 1_000_000.0, start_timer=False).start() as eng:
+        eng.choose(UserContext("ann"), ["t00", "t01"])
+        assert isinstance(eng.policy, SplitPolicy)
+        # One process's count holds both arms' users; each arm's counts hold only its own.
+        assert eng.policy.a.pending is None and eng.policy.b.pending is None
