@@ -702,11 +702,10 @@ def report(ctx: click.Context, source: str | None, out_dir: str, policies: tuple
             ab_test = str(exc)
         out.print(f"online A/B test:\n{ab_test}", markup=False, highlight=False)
     with Catalog(store, create=False) as catalog:
-        snapshot = named.get("deployed policy (latest snapshot)")
         data = report_data_from(catalog, records, title=f"Artwork selection report: {Path(source or store).name}",
                                 curves=curves, estimates=estimates, feedback_counts=feedback_counts,
                                 evaluated_on=sl.description, notes=warnings,
-                                policy_state=snapshot.describe() if hasattr(snapshot, "describe") else None)
+                                policy=named.get("deployed policy (latest snapshot)"))  # its "Policy state"
     data.ab_test = ab_test
     out.print(f"report: {write_report(data, out_dir)}")
 
