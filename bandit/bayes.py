@@ -608,9 +608,7 @@ class BayesPolicy(BasePolicy):
         """
         cfg = self.config
         tot_c, tot_n = self.totals
-        if pending is not None and pending.total:
-            share = float(pending.click_share(np.array([tot_c / tot_n if tot_n > 0 else cfg.prior_rate]))[0])
-            tot_c, tot_n = tot_c + share * pending.total, tot_n + pending.total
+        tot_n += pending.total if pending is not None else 0
         catalog = (tot_c + cfg.prior_rate * cfg.title_strength) / (tot_n + cfg.title_strength)
         rows: list[Any] = []
         title_rates: list[float] = []
@@ -619,19 +617,10 @@ class BayesPolicy(BasePolicy):
             t_c = sum(c for c, _ in arms.values())
             t_n = sum(n for _, n in arms.values())
             cn = [arms.get(a, (0.0, 0.0)) for a in artwork_ids]
-            title = (t_c + catalog * cfg.title_strength) / (t_n + cfg.title_strength)
             if pending is not None and (open_ := pending.of(title_id)):
-                # Each open decision is an impression that ends as a click with the share Little's
-                # law gives at its artwork's rate (~0 when misses arrive as the window's silence).
-                t_open = sum(open_.values())
-                t_c += float(pending.click_share(np.array([title]))[0]) * t_open
-                t_n += t_open
-                title = (t_c + catalog * cfg.title_strength) / (t_n + cfg.title_strength)
-                o = np.array([open_.get(a, 0) for a in artwork_ids], dtype=float)
-                c0 = np.array([c for c, _ in cn]); n0 = np.array([n for _, n in cn])
-                q = pending.click_share((c0 + title * cfg.art_strength) / (n0 + cfg.art_strength))
-                cn = list(zip((c0 + q * o).tolist(), (n0 + o).tolist()))
-            title_rates += [title] * len(artwork_ids)
+                t_n += sum(open_.values())
+                cn = [(c, n + open_.get(a, 0)) for (c, n), a in zip(cn, artwork_ids)]
+            title_rates += [(t_c + catalog * cfg.title_strength) / (t_n + cfg.title_strength)] * len(artwork_ids)
             rows += cn
         cn = np.array(rows, dtype=float).reshape(-1, 2)
         strength = cn[:, 1] + cfg.art_strength

@@ -122,8 +122,9 @@ class EngineConfig:
     # policies unlike the deployed one.
     explore_share: float = 0.0
     click_reward: float = 1.0  # reward of {"click": true}
-    # Choose with the decisions still open counted as impressions (bandit.pending), each a click
-    # with the share that how late clicks and misses arrive implies (`Pending.click_share`).
+    # Choose with the decisions still open counted as impressions without a click (bandit.pending):
+    # right when misses arrive as silence at the window's close; off when clients post their misses
+    # (reward 0) as promptly as their clicks, so open decisions are not mostly misses.
     count_open: bool = True
     play_reward: float = 1.0  # reward of {"play": true}
     projection_dims: int = 16

@@ -309,24 +309,21 @@ class Learner(ServedPolicy):
             if upto is not None:
                 rows = itertools.takewhile(lambda r: int(r.learn_seq) <= upto, rows)  # type: ignore[arg-type]
             try:
-                return self._learn(_replay_progress(rows, max(last - seq, 0), what), live=False)
+                return self._learn(_replay_progress(rows, max(last - seq, 0), what))
             finally:
                 self._trained = None
                 if trained is not None:
                     self.counters["trained_skipped"] += trained.skipped
 
     # -- learning ------------------------------------------------------------------------------------
-    def _learn(self, rows: Iterable[DecisionRecord], live: bool = True) -> int:
+    def _learn(self, rows: Iterable[DecisionRecord]) -> int:
         """The one learn path: apply learn events (decisions and corrections) in learn_seq order.
 
         Live learning passes the rows a transaction just wrote (`FinalizeResult.learn`,
         `EventLog.close_expired`); restart replay passes `EventLog.finalized_after`. Both come
         from the same query, so the policy sees byte-identical examples either way. Call with
-        the learn lock held. Returns how many events were learned. `live`: learned as it happens,
-        so how long each outcome took (now - its decision) tells the open-decision count how
-        outcomes arrive (`Pending.click_share`); a replay's "now" says nothing of that.
+        the learn lock held. Returns how many events were learned.
         """
-        now = self.clock() if live else None
         n = 0
         for row in rows:
             assert row.learn_seq is not None and row.reward is not None
@@ -336,8 +333,7 @@ class Learner(ServedPolicy):
             if seq != self.learned_seq + 1:
                 log.warning("learn_seq jumps from %d to %d: events in between were not learned", self.learned_seq, seq)
             if row.old_reward is None:  # a decision's outcome: no longer open
-                self.open_decisions.resolve(row.title_id, row.chosen, row.reward,
-                                            None if now is None else now - row.time)
+                self.open_decisions.resolve(row.title_id, row.chosen)
             if seq in self._quarantined:  # failed before (live, or an earlier replay): skipped the same way
                 self.learned_seq = seq
                 n += 1

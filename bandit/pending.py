@@ -4,26 +4,24 @@ A click is learned as soon as it is posted; the miss of a decision nobody clicke
 feedback window closes (README "Feedback windows": 30 minutes by default). Until then an
 artwork's learned outcomes are its clicks alone, so its click rate reads high, and the title's
 rate with it. At a launch, or for an artwork just added, that is every outcome there is: on the
-demo's audience it cost the default policy up to 0.045 of click rate over the first quarter of
+demo's audience it cost the default policy 0.018-0.045 of click rate over the first quarter of
 the run against per-title Thompson sampling. Counting the decisions still open as impressions
-(each a click with the share `click_share` gives: ~0 when misses come as the window's silence)
-gives the counts what they would be if every window closed at once; an outcome that arrives
-moves one of them from "open" to "learned" and nothing is counted twice.
+(misses until told otherwise) gives the counts what they would be if every window closed at
+once; a click that arrives moves one of them from "open" to "learned" and nothing is counted
+twice.
 
 `Pending` is transient serving state, not learned state: it never enters `learn_one`, a
 snapshot or a restart replay (those see only finalized outcomes, in learn_seq order). The
 engine keeps one per serving process: +1 when a decision is logged active or activated, -1 when
 its outcome is learned, and it is reset from the event log's open decisions after a restore (and
 on each snapshot reload of a chooser replica, which does not see the learner's outcomes).
-`bandit.worlds.run_world` keeps one the same way for the simulated worlds (delays in pages).
+`bandit.worlds.run_world` keeps one the same way for the simulated worlds.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-
-import numpy as np
 
 __all__ = ["Pending"]
 
@@ -35,9 +33,6 @@ class Pending:
         self._lock = threading.Lock()
         self._by_title: dict[str, dict[str, int]] = {}
         self.total = 0
-        # How long outcomes took to be learned, by kind: [sum of click delays, clicks, sum of miss
-        # delays, misses] (in the caller's unit: seconds in the service, pages in a world).
-        self._delays = [0.0, 0.0, 0.0, 0.0]
 
     def add(self, title_id: str, artwork_id: str, n: int = 1) -> None:
         with self._lock:
@@ -45,16 +40,10 @@ class Pending:
             arts[artwork_id] = arts.get(artwork_id, 0) + n
             self.total += n
 
-    def resolve(self, title_id: str, artwork_id: str, reward: float | None = None,
-                delay: float | None = None) -> None:
-        """One decision's outcome was learned, `delay` after the decision. A decision this process
-        never counted (learned during a restart replay, or activated by its own feedback) leaves
-        the counts at 0."""
+    def resolve(self, title_id: str, artwork_id: str) -> None:
+        """One decision's outcome was learned. A decision this process never counted (learned
+        during a restart replay, or activated by its own feedback) leaves the counts at 0."""
         with self._lock:
-            if reward is not None and delay is not None and delay >= 0.0:
-                k = 0 if reward > 0.0 else 2
-                self._delays[k] += float(delay)
-                self._delays[k + 1] += 1.0
             arts = self._by_title.get(title_id)
             if arts and arts.get(artwork_id, 0) > 0:
                 arts[artwork_id] -= 1
@@ -74,23 +63,6 @@ class Pending:
                 total += int(n)
         with self._lock:
             self._by_title, self.total = by_title, total
-
-    def click_share(self, rate: np.ndarray) -> np.ndarray:
-        """The share of open decisions that will still end as clicks, for click rates `rate`.
-
-        Little's law: decisions wait open for as long as their outcome takes to arrive, so at a
-        click rate r the open ones are clicks in proportion r d1 : (1 - r) d0, with d1 and d0 the
-        mean delays of clicks and misses. Clicks posted at once and misses learned when the window
-        closes (the service's silence): d1 << d0, open decisions are misses (share ~0). Both posted
-        as promptly, or both late at random: d1 = d0, the share is r and the count adds no bias.
-        Before a click and a miss have been learned: 0 (the service's own semantics).
-        """
-        with self._lock:
-            d1s, n1, d0s, n0 = self._delays
-        if n1 <= 0.0 or n0 <= 0.0 or d1s <= 0.0:  # no delay seen yet, or clicks arrive at once
-            return np.zeros_like(rate)
-        d1, d0 = d1s / n1, max(d0s / n0, 1e-9)
-        return rate * d1 / (rate * d1 + (1.0 - rate) * d0)
 
     def of(self, title_id: str) -> Mapping[str, int]:
         """The title's open decisions per artwork (a copy: safe to read while others count)."""

@@ -1467,9 +1467,9 @@ def _load_serve_config(ctx: click.Context, param: click.Parameter, path: str | N
 @click.option("--explore-share", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="share of pages served uniformly at random, for replay evaluation")
 @click.option("--count-open/--no-count-open", default=True, show_default=True,
-              help="choose with the decisions still waiting for feedback counted as impressions, each ending "
-                   "as a click with the share that how late clicks and misses arrive implies (README "
-                   "\"Feedback windows\")")
+              help="choose with the decisions still waiting for feedback counted as impressions without a click "
+                   "(misses arrive as silence when the window closes); turn off when clients post their misses "
+                   "(reward 0) as promptly as their clicks")
 @click.option("--durable", is_flag=True, help="fsync every commit (survive power loss, slower)")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False),

@@ -1432,8 +1432,7 @@ def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: 
     # Per catalog dict: title -> (candidates, artwork id -> index, columns or None when 0..n-1).
     last_catalog: Mapping[str, list[Candidate]] | None = None
     info: dict[str, tuple[list[Candidate], dict[str, int], np.ndarray | None, int]] = {}
-    # page -> the outcomes learned before it: (learn_one's arguments, the page they were decided on)
-    pending: dict[int, list[tuple[tuple[UserContext, str, list[Candidate], str, float, float], int]]] = {}
+    pending: dict[int, list[tuple[UserContext, str, list[Candidate], str, float, float]]] = {}
     # Decisions whose outcome is not learned yet, as the service counts them (bandit.pending).
     open_ = Pending()
     attach = getattr(policy, "attach_pending", None) if learn else None
@@ -1444,8 +1443,8 @@ def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: 
     for i in range(n_pages):
         due = pending.pop(i, None)
         if due:
-            for args, at in due:
-                open_.resolve(args[1], args[3], args[5], i - at)
+            for args in due:
+                open_.resolve(args[1], args[3])
                 policy.learn_one(*args)
         cat = world.catalog(i)
         if cat is not last_catalog:
@@ -1484,7 +1483,7 @@ def run_world(world: World, policy: Policy, n_pages: int, seed: int = 0, learn: 
             if learn:
                 shown.append((t, d.chosen))
                 pending.setdefault(i + 1 + max(0, int(dl)), []).append(
-                    ((user, t, cands, d.chosen, d.probability, reward), i))
+                    (user, t, cands, d.chosen, d.probability, reward))
         # Open once the page is out, as the service logs a page chosen in one call: no title of a
         # page sees the page's other decisions as open.
         for t, a in shown:

@@ -163,18 +163,3 @@ def test_the_arms_of_an_ab_split_choose_without_the_shared_count(tmp_path: Path)
         assert isinstance(eng.policy, SplitPolicy)
         # One process's count holds both arms' users; each arm's counts hold only its own.
         assert eng.policy.a.pending is None and eng.policy.b.pending is None
-
-
-def test_the_share_of_open_decisions_that_still_click_follows_how_outcomes_arrive():
-    rate = np.array([0.02, 0.1, 0.4])
-    p = Pending()
-    assert np.array_equal(p.click_share(rate), np.zeros(3))  # nothing learned yet: open = misses
-    for _ in range(50):  # the service: clicks within a second, misses when a 30-minute window closes
-        p.resolve("t", "a", 1.0, 0.8)
-        p.resolve("t", "a", 0.0, 1800.0)
-    assert np.all(p.click_share(rate) < 0.0005)
-    q = Pending()
-    for d in (3.0, 40.0, 7.0, 150.0):  # clicks and misses equally late (a batch upload of both)
-        q.resolve("t", "a", 1.0, d)
-        q.resolve("t", "a", 0.0, d)
-    assert np.allclose(q.click_share(rate), rate)  # open decisions click like any other: no bias
